@@ -1,0 +1,34 @@
+// "did you mean `worker_ips`?" — the closest known key by edit distance, if it is close enough
+// to be a typo rather than a different word.
+export function closestKey(unknown: string, known: readonly string[]): string | undefined {
+  const needle = unknown.toLowerCase();
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const d = editDistance(needle, candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  // A third of the word (at least 2 edits) still reads as a typo; more is a different key.
+  const allowed = Math.max(2, Math.floor(unknown.length / 3));
+  return bestDistance <= allowed ? best : undefined;
+}
+
+// Damerau-Levenshtein (optimal string alignment): a swapped pair of letters counts as one edit,
+// the commonest typo ("wokrer").
+export function editDistance(a: string, b: string): number {
+  const rows = a.length + 1;
+  const cols = b.length + 1;
+  const d: number[][] = Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
