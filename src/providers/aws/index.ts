@@ -136,7 +136,7 @@ export class AwsProvider implements Provider {
   private client?: InstanceType<Ec2["EC2Client"]>;
   private sgId?: string;
   private keyName?: string;
-  private subnets?: { zone: string; subnetId: string; vpcId: string }[];
+  private subnetCache = new Map<string, { zone: string; subnetId: string; vpcId: string }[]>();
 
   constructor(private config: ProviderClusterConfig) {
     this.cluster = config.cluster_name;
@@ -186,19 +186,25 @@ export class AwsProvider implements Provider {
 
   // ------------------------------------------------------------------ network + keys
 
-  private async resolveSubnets(): Promise<{ zone: string; subnetId: string; vpcId: string }[]> {
-    if (this.subnets) return this.subnets;
-    const wanted = zoneList(this.config.provider.availability_zone);
-    const ids = zoneList(this.config.provider.subnet_ids);
+  /**
+   * Subnets to try, in order: node_config.SubnetIds when given, else the default subnet of each
+   * zone in provider.availability_zone (all zones of the region, by name, when none is given).
+   */
+  private async resolveSubnets(nodeConfig: Record<string, unknown> = {}): Promise<{ zone: string; subnetId: string; vpcId: string }[]> {
+    const ids = zoneList(nodeConfig.SubnetIds);
+    const cacheKey = ids.join(",");
+    const cached = this.subnetCache.get(cacheKey);
+    if (cached) return cached;
+    const wanted = zoneList(this.config.provider.availability_zones ?? this.config.provider.availability_zone);
     let subnets: any[];
     if (ids.length) {
       const r: any = await this.send("DescribeSubnets", (s) => new s.DescribeSubnetsCommand({ SubnetIds: ids }));
-      subnets = r.Subnets ?? [];
+      subnets = ids.map((id) => (r.Subnets ?? []).find((x: any) => x.SubnetId === id)).filter(Boolean);
     } else {
       const vpcs: any = await this.send("DescribeVpcs", (s) => new s.DescribeVpcsCommand({ Filters: [{ Name: "isDefault", Values: ["true"] }] }));
       const vpc = vpcs.Vpcs?.[0]?.VpcId;
       if (!vpc) {
-        throw new UserError(`AWS region ${this.region} has no default VPC; set provider.subnet_ids to the subnets tray should use.`);
+        throw new UserError(`AWS region ${this.region} has no default VPC; list the subnets to use in node_config.SubnetIds.`);
       }
       const r: any = await this.send("DescribeSubnets", (s) =>
         new s.DescribeSubnetsCommand({
@@ -208,22 +214,20 @@ export class AwsProvider implements Provider {
           ],
         }),
       );
-      subnets = r.Subnets ?? [];
+      subnets = [...(r.Subnets ?? [])].sort((a: any, b: any) => String(a.AvailabilityZone).localeCompare(String(b.AvailabilityZone)));
     }
-    let list = subnets
-      .map((s) => ({ zone: String(s.AvailabilityZone), subnetId: String(s.SubnetId), vpcId: String(s.VpcId) }))
-      .sort((a, b) => a.zone.localeCompare(b.zone));
-    if (wanted.length) {
+    let list = subnets.map((s) => ({ zone: String(s.AvailabilityZone), subnetId: String(s.SubnetId), vpcId: String(s.VpcId) }));
+    if (wanted.length && !ids.length) {
       const byZone = new Map(list.map((s) => [s.zone, s]));
       const missing = wanted.filter((z) => !byZone.has(z));
       if (missing.length) {
-        throw new UserError(`provider.availability_zone names ${missing.join(", ")}, which has no usable subnet in ${this.region}.`);
+        throw new UserError(`provider.availability_zone names ${missing.join(", ")}, which has no default subnet in ${this.region}; list subnets in node_config.SubnetIds.`);
       }
       list = wanted.map((z) => byZone.get(z)!);
     }
-    if (!list.length) throw new UserError(`No subnet found in AWS region ${this.region}; set provider.subnet_ids.`);
-    if (new Set(list.map((s) => s.vpcId)).size > 1) throw new UserError(`provider.subnet_ids must all be in one VPC.`);
-    this.subnets = list;
+    if (!list.length) throw new UserError(`No subnet found in AWS region ${this.region}; list subnets in node_config.SubnetIds.`);
+    if (new Set(list.map((s) => s.vpcId)).size > 1) throw new UserError(`node_config.SubnetIds must all be in one VPC.`);
+    this.subnetCache.set(cacheKey, list);
     return list;
   }
 
@@ -235,11 +239,27 @@ export class AwsProvider implements Provider {
   }
 
   async bootstrap(): Promise<void> {
-    const subnets = await this.resolveSubnets();
+    const types = Object.values((this.config.available_node_types ?? {}) as Record<string, { node_config?: Record<string, unknown> }>);
+    const withSubnets = types.map((t) => t?.node_config ?? {}).find((nc) => zoneList(nc.SubnetIds).length);
+    const subnets = await this.resolveSubnets(withSubnets);
     const vpcId = subnets[0]!.vpcId;
-    const cidr = await callerCidr(this.config);
     const extra = extraTags(this.config);
-    // security group
+    // security group: the user's own (provider.security_group: name or id; tray neither changes
+    // nor deletes it), else one tray creates and owns
+    const own = this.config.provider.security_group;
+    if (typeof own === "string" && own) {
+      const r: any = await this.send("DescribeSecurityGroups", (s) =>
+        new s.DescribeSecurityGroupsCommand({ Filters: [{ Name: own.startsWith("sg-") ? "group-id" : "group-name", Values: [own] }, { Name: "vpc-id", Values: [vpcId] }] }),
+      );
+      if (!r.SecurityGroups?.length) throw new UserError(`provider.security_group ${own} was not found in ${vpcId} (${this.region}).`);
+      this.sgId = r.SecurityGroups[0].GroupId;
+    } else {
+      await this.ensureSecurityGroup(vpcId, await callerCidr(this.config), extra);
+    }
+    await this.ensureKeyPair(extra);
+  }
+
+  private async ensureSecurityGroup(vpcId: string, cidr: string, extra: Record<string, string>): Promise<void> {
     let sg = await this.findSecurityGroup();
     if (!sg) {
       try {
@@ -286,7 +306,10 @@ export class AwsProvider implements Provider {
         if (classifyAwsError(e).code !== "InvalidPermission.Duplicate") throw this.userError("AuthorizeSecurityGroupIngress", e);
       }
     }
-    // key pair (public key only)
+  }
+
+  /** Key pair imported from the user's PUBLIC key (the private key never leaves this machine). */
+  private async ensureKeyPair(extra: Record<string, string>): Promise<void> {
     const pub = await readPublicKey(this.config);
     const keyName = `tray-${this.cluster}-${keyFingerprint(pub)}`;
     const existing: any = await this.send("DescribeKeyPairs", (s) =>
@@ -337,7 +360,6 @@ export class AwsProvider implements Provider {
 
   async runInstances(requests: RunRequest[]): Promise<InstanceRecord[]> {
     if (!this.sgId || !this.keyName) await this.bootstrap();
-    const subnets = await this.resolveSubnets();
     const out: InstanceRecord[] = [];
     let defaultImg: { imageId: string; rootDevice: string } | undefined;
     for (const req of requests) {
@@ -359,6 +381,7 @@ export class AwsProvider implements Provider {
             Ebs: { VolumeSize: Number(nc.DiskSizeGb ?? nc.disk_size_gb ?? 100), VolumeType: "gp3", DeleteOnTermination: true },
           },
         ];
+      const subnets = await this.resolveSubnets(nc);
       const spot = nc.InstanceMarketOptions ?? (nc.spot === true ? { MarketType: "spot" } : undefined);
       const launches = req.names.map(async (name) => {
         const tags = nodeTags(req.clusterName, req.nodeType, req.kind, name, { ...extraTags(this.config), ...req.tags, Name: name });
@@ -370,15 +393,16 @@ export class AwsProvider implements Provider {
               (s) =>
                 new s.RunInstancesCommand({
                   ImageId: imageId,
-                  InstanceType: String(nc.InstanceType ?? "m5.large"),
+                  InstanceType: String(nc.InstanceType ?? "m5.large") as any,
                   MinCount: 1,
                   MaxCount: 1,
                   KeyName: this.keyName,
                   SubnetId: sn.subnetId,
-                  SecurityGroupIds: [this.sgId!],
+                  SecurityGroupIds: (nc.SecurityGroupIds as string[] | undefined) ?? [this.sgId!],
                   BlockDeviceMappings: blockDevices,
                   ...(spot ? { InstanceMarketOptions: spot } : {}),
                   ...(nc.IamInstanceProfile ? { IamInstanceProfile: nc.IamInstanceProfile } : {}),
+                  ...(nc.UserData ? { UserData: Buffer.from(String(nc.UserData)).toString("base64") } : {}),
                   TagSpecifications: [
                     { ResourceType: "instance", Tags: tagList(tags) },
                     { ResourceType: "volume", Tags: tagList(tags) },
