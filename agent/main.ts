@@ -1,0 +1,132 @@
+// Entry of dist/agent.js: `agent` (the node agent), `worker` and `driver` (processes the
+// agent starts). One bundled file, so installing tray on a host is copying one file.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import crypto from "node:crypto";
+import { NodeAgent } from "./node/agent.js";
+import { detectGpus } from "./node/gpu.js";
+import { ControlStore } from "./head/control-store.js";
+import { JobManager } from "./head/jobs.js";
+import { startApi } from "./head/api.js";
+import { runWorker } from "./worker/worker.js";
+import { runDriver } from "./worker/driver.js";
+
+function parseArgs(argv: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
+    const eq = a.indexOf("=");
+    if (eq > 0) out[a.slice(2, eq)] = a.slice(eq + 1);
+    else out[a.slice(2)] = argv[++i] ?? "";
+  }
+  return out;
+}
+
+function splitHostPort(s: string): [string, number] {
+  const i = s.lastIndexOf(":");
+  if (i < 0) throw new Error(`--listen must be HOST:PORT, got ${s}`);
+  return [s.slice(0, i), Number(s.slice(i + 1))];
+}
+
+async function runAgent(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  const role = a.role ?? "node";
+  const cluster = a.cluster ?? "default";
+  const stateDir = path.resolve(a["state-dir"] ?? path.join(os.homedir(), ".tray", "agent", cluster));
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const token = fs.readFileSync(a["token-file"] ?? path.join(stateDir, "token"), "utf8").trim();
+  const gpus = detectGpus();
+  const given = a.resources ? (JSON.parse(a.resources) as Record<string, number>) : {};
+  const resources: Record<string, number> = {
+    CPU: os.availableParallelism(),
+    memory: Math.floor(os.totalmem() * 0.7),
+    ...(gpus.length ? { GPU: gpus.length } : {}),
+    ...given,
+  };
+  if (resources.GPU !== undefined && resources.GPU > gpus.length && gpus.length > 0) resources.GPU = gpus.length;
+  const [host, port] = splitHostPort(a.listen ?? "127.0.0.1:0");
+  const nodeId = crypto.randomBytes(8).toString("hex");
+  const agent = new NodeAgent({
+    clusterName: cluster,
+    nodeId,
+    nodeName: a["node-name"] ?? os.hostname(),
+    nodeType: a["node-type"] ?? (role === "head" ? "head" : "worker"),
+    stateDir,
+    agentScript: process.argv[1]!,
+    resources,
+    // GPUs beyond the configured count are not handed out.
+    gpus: gpus.slice(0, resources.GPU ?? 0),
+    objectStoreMemory: Number(a["object-store-memory"] ?? Math.floor(os.totalmem() * 0.3)),
+    isHead: role === "head",
+    nodeIp: a["node-ip"] ?? host,
+  });
+  await agent.start();
+
+  let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let store: ControlStore | undefined;
+  let jobs: JobManager | undefined;
+  if (role === "head") {
+    store = new ControlStore(stateDir);
+    jobs = new JobManager(store, agent);
+    const j = jobs;
+    const st = store;
+    agent.head = {
+      onJobLog: (job, stream, line) => j.log(job, stream, line),
+      onJobDone: (job, ok, err, result) => j.reported(job, ok, err, result),
+      nodes: () => [agent.nodeInfo()],
+    };
+    api = await startApi(
+      {
+        token,
+        jobs: j,
+        store: st,
+        nodes: () => [agent.nodeInfo()],
+        status: () => ({
+          cluster,
+          nodes: [agent.nodeInfo()],
+          actors: agent.actorList(),
+          jobs: st.listJobs(20),
+        }),
+      },
+      host,
+      port,
+    );
+  } else {
+    throw new Error("role node (joining a head) arrives with multi-node support; run --role head");
+  }
+
+  const ready = { pid: process.pid, nodeId, listen: `${host}:${api.port}`, socket: agent.socketPath };
+  if (a["ready-file"]) {
+    const tmp = a["ready-file"] + ".tmp";
+    fs.writeFileSync(tmp, JSON.stringify(ready));
+    fs.renameSync(tmp, a["ready-file"]);
+  }
+  console.log(`tray agent ready ${JSON.stringify(ready)}`);
+
+  let stopping = false;
+  const shutdown = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`tray agent stopping (${sig})`);
+    jobs?.stopAll();
+    api?.close();
+    await agent.stop();
+    store?.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+const mode = process.argv[2];
+const main = mode === "worker" ? runWorker() : mode === "driver" ? runDriver() : mode === "agent" ? runAgent(process.argv.slice(3)) : undefined;
+if (!main) {
+  console.error("usage: agent.js agent --role head|node [options] (see docs/contracts.md)");
+  process.exit(2);
+}
+main.catch((e) => {
+  console.error(e instanceof Error ? e.stack : e);
+  process.exit(1);
+});

@@ -1,0 +1,85 @@
+// Worker processes of one node: pre-started so the first task does not wait for a Node
+// start-up, then kept per job (a job's top-level state never leaks into another job), and
+// replaced when one dies.
+import { spawn, type ChildProcess } from "node:child_process";
+import type { Resources } from "./resources.js";
+
+export interface Lease {
+  cls: string;
+  res: Resources;
+  gpus: number[];
+  /** Tasks sent to the worker, oldest (running) first. */
+  tasks: string[];
+}
+
+export interface WorkerProc {
+  id: string;
+  proc: ChildProcess;
+  pid: number;
+  /** Job it belongs to ("" = not yet assigned). */
+  job: string;
+  /** Environment signature: runtimeEnv + GPU ids it was started with. */
+  envKey: string;
+  state: "starting" | "idle" | "leased" | "actor" | "dead";
+  conn?: unknown;
+  lease?: Lease;
+  actorId?: string;
+  blocked: boolean;
+  /** Last lines of stderr, to explain a crash. */
+  stderrTail: string[];
+  idleSince: number;
+  onReady: Array<() => void>;
+}
+
+export interface SpawnSpec {
+  agentScript: string;
+  env: NodeJS.ProcessEnv;
+  onLine: (w: WorkerProc, stream: "stdout" | "stderr", line: string) => void;
+  onExit: (w: WorkerProc, code: number | null, signal: string | null) => void;
+}
+
+let counter = 0;
+
+export function spawnWorker(nodeId: string, job: string, envKey: string, extraEnv: Record<string, string>, spec: SpawnSpec): WorkerProc {
+  const id = `${nodeId}w${(++counter).toString(36)}`;
+  const proc = spawn(process.execPath, ["--expose-gc", "--max-old-space-size=4096", spec.agentScript, "worker"], {
+    env: { ...spec.env, ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const w: WorkerProc = {
+    id,
+    proc,
+    pid: proc.pid ?? -1,
+    job,
+    envKey,
+    state: "starting",
+    blocked: false,
+    stderrTail: [],
+    idleSince: Date.now(),
+    onReady: [],
+  };
+  pipeLines(proc.stdout!, (l) => spec.onLine(w, "stdout", l));
+  pipeLines(proc.stderr!, (l) => {
+    w.stderrTail.push(l);
+    if (w.stderrTail.length > 20) w.stderrTail.shift();
+    spec.onLine(w, "stderr", l);
+  });
+  proc.on("exit", (code, signal) => spec.onExit(w, code, signal));
+  proc.on("error", () => {});
+  return w;
+}
+
+export function pipeLines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
+  let rest = "";
+  stream.setEncoding?.("utf8");
+  stream.on("data", (chunk: string) => {
+    const text = rest + chunk;
+    const lines = text.split("\n");
+    rest = lines.pop()!;
+    for (const l of lines) onLine(l);
+  });
+  stream.on("end", () => {
+    if (rest) onLine(rest);
+    rest = "";
+  });
+}

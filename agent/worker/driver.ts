@@ -1,0 +1,44 @@
+// The driver of a job: a process on the head that imports the job's bundle and calls its
+// default export with the job's arguments. Its stdout/stderr are the job's logs.
+import { coreFromEnv, loadBundle } from "./worker.js";
+import { toWireError } from "../../src/runtime/errors.js";
+
+export async function runDriver(): Promise<void> {
+  const core = coreFromEnv(false);
+  core.send({ t: "hello", role: "driver", pid: process.pid, job: core.jobId });
+  const hash = process.env.TRAY_BUNDLE_HASH!;
+  const args: string[] = JSON.parse(process.env.TRAY_JOB_ARGS ?? "[]");
+  const finish = async (ok: boolean, err?: unknown, result?: unknown) => {
+    let resultText: string | undefined;
+    if (ok && result !== undefined) {
+      try {
+        resultText = JSON.stringify(result)?.slice(0, 64 * 1024);
+      } catch {
+        resultText = String(result).slice(0, 64 * 1024);
+      }
+    }
+    core.send({ t: "jobDone", ok, err: err === undefined ? undefined : toWireError(err, "job"), result: resultText });
+    core.flush();
+    // Give the frame time to leave and stdout to drain before exiting.
+    await new Promise((r) => setTimeout(r, 20));
+    process.exit(ok ? 0 : 1);
+  };
+  process.on("unhandledRejection", (e) => {
+    console.error("Unhandled promise rejection in the job:", e);
+    void finish(false, e);
+  });
+  try {
+    const mod = await loadBundle(hash);
+    const main = mod?.default;
+    if (typeof main !== "function") {
+      throw Object.assign(new Error("the job has no default export: write `export default async function main(args) { ... }`"), {
+        name: "JobError",
+      });
+    }
+    const result = await main(args);
+    await finish(true, undefined, result);
+  } catch (e) {
+    console.error(e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e));
+    await finish(false, e);
+  }
+}

@@ -1,0 +1,237 @@
+// A worker process: started by the node agent, it runs tasks of one job one at a time, or
+// hosts one actor. It imports the job's bundle once (by content hash) and finds functions by
+// their remote() index in it.
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { Core } from "../../src/runtime/core.js";
+import { setCore } from "../../src/runtime/context.js";
+import * as runtime from "../../src/runtime/index.js";
+import { beginBundleLoad, endBundleLoad, lookupFunction, type FnRef } from "../../src/runtime/remote.js";
+import { decodeValue, encodeValue } from "../../src/runtime/serialize.js";
+import { INLINE_MAX_BYTES, ENC_ERROR, type Tagged, type StoredLoc } from "../../src/protocol/values.js";
+import { toWireError, type WireError } from "../../src/runtime/errors.js";
+import type { AgentToProc, ResolvedArg } from "../../src/protocol/local.js";
+
+/** Environment the agent passes to every worker and driver. */
+export function coreFromEnv(isWorker: boolean): Core {
+  const env = process.env;
+  const need = (k: string) => {
+    const v = env[k];
+    if (!v) throw new Error(`${k} is not set: workers are started by the tray agent, not by hand`);
+    return v;
+  };
+  const core = new Core(
+    need("TRAY_AGENT_SOCKET"),
+    need("TRAY_WORKER_ID"),
+    need("TRAY_NODE_ID"),
+    env.TRAY_JOB_ID ?? "",
+    env.TRAY_NAMESPACE || "default",
+    need("TRAY_STORE_DIR"),
+    need("TRAY_SPILL_DIR"),
+    isWorker,
+  );
+  setCore(core);
+  // Job bundles import "tray" as this global (see src/bundle): one runtime per process.
+  (globalThis as any).__tray = runtime;
+  return core;
+}
+
+const loaded = new Map<string, Promise<any>>();
+let loadChain: Promise<unknown> = Promise.resolve();
+
+/** Import a job bundle once (its module namespace); loads are serialised so remote() indices stay per bundle. */
+export function loadBundle(hash: string): Promise<any> {
+  let p = loaded.get(hash);
+  if (!p) {
+    const file = path.join(process.env.TRAY_BUNDLE_DIR ?? "", `${hash}.mjs`);
+    p = (loadChain = loadChain.then(async () => {
+      beginBundleLoad(hash);
+      try {
+        return await import(pathToFileURL(file).href);
+      } finally {
+        endBundleLoad();
+      }
+    })) as Promise<any>;
+    loaded.set(hash, p);
+  }
+  return p;
+}
+
+export async function resolveFn(core: Core, fn: FnRef): Promise<Function> {
+  if (fn.b) await loadBundle(fn.b);
+  return lookupFunction(fn);
+}
+
+class DependencyError extends Error {
+  constructor(readonly wire: Tagged) {
+    super("dependency failed");
+  }
+}
+
+function decodeArgs(core: Core, args: ResolvedArg[]): unknown[] {
+  return args.map((a) => {
+    if ("ref" in a) {
+      core.seedObject(a.ref, a.v, a.loc);
+      if (a.v?.e === ENC_ERROR) throw new DependencyError(a.v);
+      if (a.v) return decodeValue(a.v.e, a.v.d!, a.v.k);
+      return readStored(a.loc!);
+    }
+    return decodeValue(a.v.e, a.v.d!, a.v.k);
+  });
+}
+
+function readStored(loc: StoredLoc): unknown {
+  return decodeValue(loc.e, fs.readFileSync(loc.path), loc.k);
+}
+
+/** Encode a result: inline, or written to the store when large. */
+function encodeResult(core: Core, id: string, value: unknown): { v?: Tagged; loc?: StoredLoc } {
+  const t = encodeValue(value);
+  if (t.d!.byteLength >= INLINE_MAX_BYTES) return { loc: core.writeStored(id, t) };
+  return { v: t };
+}
+
+export async function runWorker(): Promise<void> {
+  const core = coreFromEnv(true);
+  core.send({ t: "hello", role: "worker", pid: process.pid, workerId: core.workerId });
+  const queue: Array<Extract<AgentToProc, { t: "task" }>> = [];
+  let running = false;
+  const cancelled = new Set<string>();
+  let actor: ActorState | undefined;
+
+  core.onBlocked = () => {
+    // Our current task waits on others: give back what is queued behind it so other workers
+    // can run it (otherwise a nested get could wait on a task stuck behind it).
+    const ids = queue.map((t) => t.id);
+    queue.length = 0;
+    return ids;
+  };
+
+  const pump = async () => {
+    if (running) return;
+    running = true;
+    while (queue.length) {
+      const m = queue.shift()!;
+      if (cancelled.delete(m.id)) continue;
+      await runTask(core, m);
+    }
+    running = false;
+  };
+
+  const pumpActor = () => {
+    while (actor && actor.inFlight < actor.maxConcurrency && actor.calls.length) {
+      const c = actor.calls.shift()!;
+      actor.inFlight++;
+      runActorCall(core, actor, c).finally(() => {
+        actor!.inFlight--;
+        pumpActor();
+      });
+    }
+  };
+
+  core.onExecMessage = (m) => {
+    switch (m.t) {
+      case "task":
+        if (core.jobId === "") core.jobId = m.job;
+        queue.push(m);
+        void pump();
+        return;
+      case "cancel":
+        cancelled.add(m.id);
+        return;
+      case "actorInit":
+        if (core.jobId === "") core.jobId = m.job;
+        void initActor(core, m).then((instance) => {
+          if (instance === undefined) return;
+          actor = { ...base(m), instance, maxConcurrency: m.maxConcurrency, calls: actor?.calls ?? [] };
+          pumpActor();
+        });
+        actor ??= base(m);
+        return;
+      case "actorCall":
+        if (!actor) return;
+        actor.calls.push(m);
+        pumpActor();
+        return;
+    }
+  };
+}
+
+interface ActorState {
+  id: string;
+  instance: any;
+  name: string;
+  gpus: number[];
+  maxConcurrency: number;
+  inFlight: number;
+  calls: Array<Extract<AgentToProc, { t: "actorCall" }>>;
+}
+
+/** An actor not yet constructed: calls queue until the constructor has run. */
+function base(m: Extract<AgentToProc, { t: "actorInit" }>): ActorState {
+  return { id: m.actor, instance: undefined, name: m.fn.n, gpus: m.gpus ?? [], maxConcurrency: 0, inFlight: 0, calls: [] };
+}
+
+async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Promise<void> {
+  const start = performance.now();
+  let out: { v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean };
+  try {
+    const fn = await resolveFn(core, m.fn);
+    const args = decodeArgs(core, m.args);
+    out = await core.taskContext.run({ taskId: m.id, gpuIds: m.gpus ?? [] }, async () => {
+      if (m.g) {
+        let i = 0;
+        for await (const item of (fn as (...a: unknown[]) => AsyncIterable<unknown>)(...args)) {
+          const enc = encodeResult(core, `${m.id}#${i}`, item);
+          core.send({ t: "yield", id: m.id, i: i++, ...enc });
+        }
+        return { v: encodeValue(i) };
+      }
+      const result = await fn(...args);
+      return encodeResult(core, m.id, result);
+    });
+  } catch (e) {
+    if (e instanceof DependencyError) out = { v: e.wire };
+    else out = { err: toWireError(e, m.fn.n) };
+  }
+  core.send({ t: "done", id: m.id, ms: performance.now() - start, ...out });
+}
+
+async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>): Promise<any> {
+  try {
+    const cls = (await resolveFn(core, m.fn)) as new (...a: unknown[]) => any;
+    const args = decodeArgs(core, m.args);
+    const instance = await core.taskContext.run({ actorId: m.actor, gpuIds: m.gpus ?? [] }, () => new cls(...args));
+    core.send({ t: "actorReady", actor: m.actor });
+    return instance;
+  } catch (e) {
+    const err = e instanceof DependencyError ? { kind: "TaskError", message: "a constructor argument failed" } : toWireError(e, `${m.fn.n}.constructor`);
+    core.send({ t: "actorReady", actor: m.actor, err });
+    return undefined;
+  }
+}
+
+async function runActorCall(
+  core: Core,
+  actor: ActorState,
+  c: Extract<AgentToProc, { t: "actorCall" }>,
+): Promise<void> {
+  const start = performance.now();
+  let out: { v?: Tagged; loc?: StoredLoc; err?: WireError };
+  const desc = `${actor.name}.${c.m}`;
+  try {
+    const method = actor.instance[c.m];
+    if (typeof method !== "function") throw new TypeError(`actor ${actor.name} has no method "${c.m}"`);
+    const args = decodeArgs(core, c.args);
+    const result = await core.taskContext.run({ taskId: c.id, actorId: actor.id, gpuIds: actor.gpus }, () =>
+      method.apply(actor.instance, args),
+    );
+    out = encodeResult(core, c.id, result);
+  } catch (e) {
+    if (e instanceof DependencyError) out = { v: e.wire };
+    else out = { err: toWireError(e, desc) };
+  }
+  core.send({ t: "done", id: c.id, ms: performance.now() - start, ...out });
+}
+

@@ -1,0 +1,80 @@
+// Bundles tray into dist/: cli.js (the CLI), agent.js (node agent + worker + driver, one
+// file so a host needs nothing else), runtime.js (the `tray` package entry), and copies the
+// better-sqlite3 native addon beside the agent. Skips work when dist/ is newer than sources.
+import { build } from "esbuild";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const dist = path.join(root, "dist");
+const watched = ["src", "agent", "package.json", "scripts/build.mjs"];
+
+function newest(p) {
+  const st = fs.statSync(p);
+  if (!st.isDirectory()) return st.mtimeMs;
+  let m = st.mtimeMs;
+  for (const e of fs.readdirSync(p)) m = Math.max(m, newest(path.join(p, e)));
+  return m;
+}
+
+const outputs = ["cli.js", "agent.js", "runtime.js", "better_sqlite3.node"].map((f) => path.join(dist, f));
+const upToDate =
+  !process.argv.includes("--force") &&
+  outputs.every((f) => fs.existsSync(f)) &&
+  Math.min(...outputs.map((f) => fs.statSync(f).mtimeMs)) > Math.max(...watched.map((w) => newest(path.join(root, w))));
+if (upToDate) process.exit(0);
+
+fs.mkdirSync(dist, { recursive: true });
+
+// A provider whose folder is absent in this checkout becomes a module that says so when used,
+// instead of failing the whole build.
+const missingProviders = {
+  name: "missing-providers",
+  setup(b) {
+    b.onResolve({ filter: /^\.\/(aws|gcp|azure)\/index\.js$/ }, (a) => {
+      const ts = path.join(a.resolveDir, a.path.replace(/\.js$/, ".ts"));
+      return fs.existsSync(ts) ? undefined : { path: a.path, namespace: "missing-provider" };
+    });
+    b.onLoad({ filter: /.*/, namespace: "missing-provider" }, (a) => ({
+      contents: `export function createProvider() { throw new Error("provider ${'$'}{a.path} is not part of this build"); }`,
+      loader: "js",
+    }));
+  },
+};
+const common = {
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "esm",
+  sourcemap: "linked",
+  logLevel: "warning",
+  // CommonJS dependencies bundled into ESM need a require().
+  banner: { js: "import { createRequire as __trayCreateRequire } from 'node:module'; const require = __trayCreateRequire(import.meta.url);" },
+};
+await Promise.all([
+  build({
+    ...common,
+    entryPoints: [path.join(root, "src/cli/main.ts")],
+    outfile: path.join(dist, "cli.js"),
+    jsx: "automatic",
+    plugins: [missingProviders],
+    // The CLI runs where tray is installed, beside its node_modules: dependencies stay
+    // external (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider).
+    packages: "external",
+  }),
+  build({
+    ...common,
+    entryPoints: [path.join(root, "agent/main.ts")],
+    outfile: path.join(dist, "agent.js"),
+    // better-sqlite3's JS is bundled; its native addon is loaded from beside agent.js.
+    external: ["bindings"],
+  }),
+  build({
+    ...common,
+    entryPoints: [path.join(root, "src/runtime/index.ts")],
+    outfile: path.join(dist, "runtime.js"),
+  }),
+]);
+fs.copyFileSync(path.join(root, "node_modules/better-sqlite3/build/Release/better_sqlite3.node"), path.join(dist, "better_sqlite3.node"));
+console.error("built dist/ (cli.js, agent.js, runtime.js)");

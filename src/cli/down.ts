@@ -1,0 +1,33 @@
+import type { Command } from "commander";
+import { run } from "./command.js";
+import { down } from "../launcher/down.js";
+import { createProgress } from "../launcher/progress.js";
+
+export function register(program: Command): void {
+  program
+    .command("down")
+    .description("stop the agents, remove everything `up` created, and say what was removed")
+    .argument("<config>", "cluster YAML")
+    .option("-y, --yes", "do not ask for confirmation (accepted for Ray compatibility)")
+    .option("--workers-only", "keep the head, remove the workers")
+    .option("-n, --cluster-name <name>", "override cluster_name from the YAML")
+    .option("--json", "JSON output")
+    .addHelpText("after", "\nExample:\n  tray down cluster-configs/local.yaml")
+    .action(
+      run(async (config: string, o: { workersOnly?: boolean; clusterName?: string; json?: boolean }) => {
+        const progress = createProgress({ json: o.json, stream: process.stderr });
+        try {
+          const s = await down(config, { name: o.clusterName, workersOnly: o.workersOnly }, progress);
+          progress.done();
+          if (o.json) process.stdout.write(JSON.stringify(s) + "\n");
+          else if (s.alreadyDown) process.stdout.write(`Cluster "${s.name}" is already down; nothing to remove.\n`);
+          else {
+            process.stdout.write(`Cluster "${s.name}" is down (${(s.elapsedMs / 1000).toFixed(1)} s). Removed:\n`);
+            for (const r of s.removed) process.stdout.write(`  ${r}\n`);
+          }
+        } finally {
+          progress.done();
+        }
+      }),
+    );
+}

@@ -1,0 +1,162 @@
+// Client of the head's WebSocket API (the CLI, tests and tools use it).
+import WebSocket from "ws";
+import type { Duplex } from "node:stream";
+import { decodeApi, encodeApi, MAX_API_FRAME_BYTES, type JobRecord, type LogLine } from "../protocol/api.js";
+import { UserError } from "../errors.js";
+
+export interface ConnectOptions {
+  url: string;
+  token: string;
+  /** Stream to use instead of a TCP connection (an SSH tunnel). */
+  createConnection?: () => Duplex;
+  timeoutMs?: number;
+}
+
+export class ApiError extends Error {
+  override name = "ApiError";
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class HeadClient {
+  private rid = 0;
+  private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private readonly logHandlers = new Map<string, { onLine: (l: LogLine) => void; onEnd: (j: JobRecord) => void }>();
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on("message", (data) => this.onMessage(data as Buffer));
+    ws.on("close", () => {
+      for (const p of this.pending.values()) p.reject(new UserError("The connection to the head was closed."));
+      this.pending.clear();
+    });
+  }
+
+  static connect(opts: ConnectOptions): Promise<HeadClient> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(opts.url, {
+        headers: { authorization: `Bearer ${opts.token}` },
+        maxPayload: MAX_API_FRAME_BYTES,
+        perMessageDeflate: false,
+        handshakeTimeout: opts.timeoutMs ?? 10_000,
+        ...(opts.createConnection ? { createConnection: opts.createConnection as any } : {}),
+      });
+      ws.once("open", () => resolve(new HeadClient(ws)));
+      ws.once("unexpected-response", (_req, res) => {
+        ws.terminate();
+        if (res.statusCode === 401) reject(new UserError(`The head at ${opts.url} refused the cluster token (401): the token in your cluster state does not match this cluster.`));
+        else reject(new UserError(`The head at ${opts.url} answered HTTP ${res.statusCode} instead of opening its API.`));
+      });
+      ws.once("error", (e: any) => {
+        const why = e.code === "ECONNREFUSED" ? "nothing listens there (is the cluster up? run `tray up`)" : e.message;
+        reject(new UserError(`Cannot reach the head at ${opts.url}: ${why}.`));
+      });
+    });
+  }
+
+  private onMessage(data: Buffer): void {
+    let m: any;
+    try {
+      m = decodeApi(data);
+    } catch {
+      return;
+    }
+    if (m.ev === "log") {
+      this.logHandlers.get(m.job)?.onLine(m.line);
+      return;
+    }
+    if (m.ev === "jobEnd") {
+      this.logHandlers.get(m.job.id)?.onEnd(m.job);
+      return;
+    }
+    const p = this.pending.get(m.rid);
+    if (!p) return;
+    this.pending.delete(m.rid);
+    if (m.ok) p.resolve(m.value);
+    else p.reject(new ApiError(m.error?.code ?? "FAILED", m.error?.message ?? "request failed"));
+  }
+
+  request<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    const rid = ++this.rid;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(rid, { resolve, reject });
+      this.ws.send(encodeApi({ ...args, rid, op }));
+    });
+  }
+
+  /** Send raw bytes (tests of malformed input). */
+  sendRaw(data: Buffer | string): void {
+    this.ws.send(data);
+  }
+
+  nodes(): Promise<any[]> {
+    return this.request("nodes");
+  }
+
+  status(): Promise<any> {
+    return this.request("status");
+  }
+
+  async uploadBundle(hash: string, code: Uint8Array): Promise<boolean> {
+    if (await this.request<boolean>("hasBundle", { hash })) return false;
+    await this.request("putBundle", { hash, data: code });
+    return true;
+  }
+
+  submitJob(req: { hash: string; entrypoint: string; args: string[]; env?: Record<string, string>; namespace?: string }): Promise<JobRecord> {
+    return this.request("submitJob", req);
+  }
+
+  listJobs(): Promise<JobRecord[]> {
+    return this.request("listJobs");
+  }
+
+  getJob(id: string): Promise<JobRecord> {
+    return this.request("getJob", { id });
+  }
+
+  stopJob(id: string): Promise<JobRecord> {
+    return this.request("stopJob", { id });
+  }
+
+  /**
+   * Print a job's logs from the start; with follow, keep streaming until it ends.
+   * Resolves with the job's final record (or the current one when not following).
+   */
+  async streamLogs(id: string, follow: boolean, onLine: (l: LogLine) => void): Promise<JobRecord> {
+    let last = 0;
+    const emit = (l: LogLine) => {
+      if (l.seq <= last) return; // history and live events may overlap
+      last = l.seq;
+      onLine(l);
+    };
+    let endResolve!: (j: JobRecord) => void;
+    const ended = new Promise<JobRecord>((r) => (endResolve = r));
+    if (follow) this.logHandlers.set(id, { onLine: emit, onEnd: (j) => endResolve(j) });
+    const r = await this.request<{ lines: LogLine[]; job: JobRecord; following: boolean }>("jobLogs", { id, follow });
+    for (const l of r.lines) emit(l);
+    if (!follow || !r.following) {
+      this.logHandlers.delete(id);
+      if (follow) {
+        // It ended between our requests: fetch what was written meanwhile.
+        const rest = await this.request<{ lines: LogLine[]; job: JobRecord }>("jobLogs", { id, fromSeq: last });
+        for (const l of rest.lines) emit(l);
+        return rest.job;
+      }
+      return r.job;
+    }
+    const job = await ended;
+    this.logHandlers.delete(id);
+    // Lines flushed after the end event (none expected, but cheap to check).
+    const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id, fromSeq: last });
+    for (const l of rest.lines) emit(l);
+    return job;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}

@@ -1,0 +1,128 @@
+// The `local` provider's launcher: the head agent (and worker node agents) as background
+// processes on this machine that outlive the CLI. Logs and state in ~/.tray/clusters/<name>/.
+import fs from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import type { ClusterConfig } from "../config/index.js";
+import { UserError } from "../errors.js";
+import { agentScript } from "./artifacts.js";
+import { clusterDir, ensureToken, pidAlive, readState, tokenPath, writeState, type ClusterState, type NodeState } from "./state.js";
+import type { Progress } from "./progress.js";
+
+export interface LocalUpResult {
+  state: ClusterState;
+  changed: boolean;
+}
+
+/** Start one agent process detached from the CLI and wait for its ready file. */
+async function startAgent(
+  name: string,
+  args: string[],
+  dir: string,
+  timeoutMs = 30_000,
+): Promise<{ pid: number; ready: { pid: number; nodeId: string; listen: string } }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const readyFile = path.join(dir, "ready.json");
+  fs.rmSync(readyFile, { force: true });
+  const log = fs.openSync(path.join(dir, "agent.log"), "a");
+  const child = spawn(process.execPath, [agentScript(), "agent", ...args, "--state-dir", dir, "--ready-file", readyFile], {
+    detached: true,
+    stdio: ["ignore", log, log],
+  });
+  fs.closeSync(log);
+  child.unref();
+  let exited: string | undefined;
+  child.once("exit", (code, sig) => (exited = sig ? `was killed by ${sig}` : `exited with code ${code}`));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (fs.existsSync(readyFile)) {
+      const ready = JSON.parse(fs.readFileSync(readyFile, "utf8"));
+      return { pid: child.pid!, ready };
+    }
+    if (exited) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const tail = tailOf(path.join(dir, "agent.log"));
+  if (!exited) child.kill("SIGKILL");
+  throw new UserError(`The ${name} agent ${exited ?? `was not ready after ${timeoutMs / 1000} s`}; its log (${path.join(dir, "agent.log")}) ends with: ${tail}`);
+}
+
+function tailOf(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8").trim().split("\n").slice(-5).join(" | ") || "(empty)";
+  } catch {
+    return "(no log)";
+  }
+}
+
+export async function upLocal(config: ClusterConfig, configPath: string, progress: Progress): Promise<LocalUpResult> {
+  const name = config.cluster_name;
+  const prev = readState(name);
+  const headPid = prev?.nodes.find((n) => n.kind === "head")?.pid;
+  if (prev?.status === "up" && headPid && pidAlive(headPid)) {
+    progress.update(`${name}-head`, "running", `already up (pid ${headPid})`);
+    return { state: prev, changed: false };
+  }
+  ensureToken(name);
+  const headType = config.available_node_types[config.head_node_type]!;
+  const dir = path.join(clusterDir(name), "head");
+  const headName = `${name}-head`;
+  progress.update(headName, "starting");
+  const args = [
+    "--role", "head",
+    "--cluster", name,
+    "--token-file", tokenPath(name),
+    "--listen", "127.0.0.1:0",
+    "--node-name", headName,
+    "--node-type", config.head_node_type,
+    "--resources", JSON.stringify(headType.resources),
+  ];
+  if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
+  const { pid, ready } = await startAgent(headName, args, dir);
+  const port = Number(ready.listen.split(":").pop());
+  const nodes: NodeState[] = [{ name: headName, kind: "head", nodeType: config.head_node_type, id: ready.nodeId, privateIp: "127.0.0.1", pid }];
+  const state: ClusterState = {
+    name,
+    provider: "local",
+    configPath: path.resolve(configPath),
+    head: { apiHost: "127.0.0.1", apiPort: port, nodeIp: "127.0.0.1" },
+    nodes,
+    status: "up",
+    updatedAt: "",
+  };
+  writeState(state);
+  progress.update(headName, "ready", `pid ${pid}, API on 127.0.0.1:${port}`);
+  return { state, changed: true };
+}
+
+/** Stop every agent of a local cluster; their workers go with them, shared memory is removed. */
+export async function downLocal(state: ClusterState, progress: Progress): Promise<string[]> {
+  const removed: string[] = [];
+  const alive = state.nodes.filter((n) => n.pid && pidAlive(n.pid));
+  await Promise.all(
+    alive.map(async (n) => {
+      progress.update(n.name, "stopping", `pid ${n.pid}`);
+      try { process.kill(n.pid!, "SIGTERM"); } catch { /* already gone */ }
+      const deadline = Date.now() + 10_000;
+      while (pidAlive(n.pid!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (pidAlive(n.pid!)) {
+        try { process.kill(-n.pid!, "SIGKILL"); } catch { /* group gone */ }
+        try { process.kill(n.pid!, "SIGKILL"); } catch { /* gone */ }
+      }
+      removed.push(`${n.name} (pid ${n.pid})`);
+      progress.update(n.name, "stopped");
+    }),
+  );
+  // Shared memory of agents that died without cleaning up.
+  try {
+    for (const f of fs.readdirSync("/dev/shm")) {
+      if (f.startsWith(`tray-${state.name}-`)) {
+        fs.rmSync(path.join("/dev/shm", f), { recursive: true, force: true });
+        removed.push(`/dev/shm/${f}`);
+      }
+    }
+  } catch { /* no /dev/shm */ }
+  state.status = "down";
+  writeState(state);
+  return removed;
+}

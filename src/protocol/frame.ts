@@ -1,0 +1,129 @@
+// Length-prefixed frames over a byte stream (Unix socket). One frame carries an array of
+// messages: writers queue messages and flush once per turn of the event loop, so a burst of
+// 10,000 submits costs a handful of syscalls, not 10,000.
+import type { Socket } from "node:net";
+import { Packr, Unpackr } from "msgpackr";
+
+// One codec for every internal message. Records off: messages are small and heterogenous;
+// maps decode to plain objects for speed.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+export function encodeMessages(msgs: unknown[]): Uint8Array {
+  return packr.pack(msgs);
+}
+
+export function decodeMessages(buf: Uint8Array): unknown[] {
+  const v = unpackr.unpack(buf);
+  if (!Array.isArray(v)) throw new Error("frame payload is not an array of messages");
+  return v;
+}
+
+/** Largest frame a peer may send; bigger ones are refused (the connection is closed). */
+export const MAX_FRAME_BYTES = 512 * 1024 * 1024;
+
+/** Reassembles frames from chunks and hands decoded message arrays to `onMessages`. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private have = 0;
+  private need = -1;
+  constructor(
+    private readonly onMessages: (msgs: unknown[]) => void,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.have += chunk.length;
+    for (;;) {
+      if (this.need < 0) {
+        if (this.have < 4) return;
+        const head = this.take(4);
+        this.need = head.readUInt32LE(0);
+        if (this.need > MAX_FRAME_BYTES) {
+          this.onError(new Error(`frame of ${this.need} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit`));
+          this.chunks = [];
+          this.have = 0;
+          return;
+        }
+      }
+      if (this.have < this.need) return;
+      const body = this.take(this.need);
+      this.need = -1;
+      let msgs: unknown[];
+      try {
+        msgs = decodeMessages(body);
+      } catch (e) {
+        this.onError(e as Error);
+        continue;
+      }
+      this.onMessages(msgs);
+    }
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length === n) {
+      this.chunks.shift();
+      this.have -= n;
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      this.have -= n;
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    this.have -= n;
+    return out;
+  }
+}
+
+/**
+ * Queues messages for one socket and writes them as one frame per event-loop turn.
+ * `send` never blocks; `flushNow` is for the rare message that must leave before exit.
+ */
+export class FrameWriter {
+  private queue: unknown[] = [];
+  private scheduled = false;
+  constructor(private readonly socket: Socket) {}
+
+  send(msg: unknown): void {
+    this.queue.push(msg);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  flush = (): void => {
+    this.scheduled = false;
+    if (this.queue.length === 0 || this.socket.destroyed) {
+      this.queue = [];
+      return;
+    }
+    const msgs = this.queue;
+    this.queue = [];
+    const body = encodeMessages(msgs);
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32LE(body.length, 0);
+    // cork/uncork: the header and body leave in one write.
+    this.socket.cork();
+    this.socket.write(head);
+    this.socket.write(body);
+    this.socket.uncork();
+  };
+
+  flushNow(): void {
+    this.flush();
+  }
+}

@@ -1,0 +1,97 @@
+// Messages between a driver/worker process and its node agent (Unix socket, framed msgpack).
+// Every message has a string `t`; `validateProcMessage` checks each one the agent receives,
+// so a malformed message is answered with an error and dropped, never crashes the agent.
+import type { StoredLoc, Tagged } from "./values.js";
+import type { FnRef } from "../runtime/remote.js";
+import type { WireError } from "../runtime/errors.js";
+
+/** A task argument: an inline value, or a ref (resolved before the task runs). */
+export type ArgWire = { v: Tagged } | { ref: string };
+/** A ref argument as a worker receives it: with its value or location, ready to use. */
+export type ResolvedArg = { v: Tagged } | { ref: string; v?: Tagged; loc?: StoredLoc };
+
+export type ProcToAgent =
+  | { t: "hello"; role: "worker" | "driver"; pid: number; workerId?: string; job?: string }
+  | { t: "submit"; id: string; fn: FnRef; args: ArgWire[]; res: Record<string, number>; o: Record<string, unknown>; g: 0 | 1; p?: string }
+  | { t: "createActor"; id: string; fn: FnRef; args: ArgWire[]; res: Record<string, number>; o: Record<string, unknown> }
+  | { t: "call"; id: string; actor: string; m: string; args: ArgWire[] }
+  | { t: "put"; id: string; v: Tagged }
+  | { t: "seal"; id: string; loc: StoredLoc }
+  | { t: "sub"; ids: string[] }
+  | { t: "unsub"; ids: string[] }
+  | { t: "addref"; ids: string[] }
+  | { t: "decref"; ids: string[] }
+  | { t: "done"; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError; ms: number; retryable?: boolean }
+  | { t: "yield"; id: string; i: number; v?: Tagged; loc?: StoredLoc }
+  | { t: "blocked"; returned: string[] }
+  | { t: "unblocked" }
+  | { t: "actorReady"; actor: string; err?: WireError }
+  | { t: "cancel"; id: string; force: boolean; recursive: boolean }
+  | { t: "kill"; actor: string; noRestart: boolean }
+  | { t: "getActor"; rid: number; name: string; namespace: string }
+  | { t: "cluster"; rid: number; what: "nodes" | "total" | "available" }
+  | { t: "jobDone"; ok: boolean; err?: WireError; result?: string };
+
+export type AgentToProc =
+  | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
+  | { t: "rep"; rid: number; value?: unknown; err?: WireError }
+  | { t: "gc" }
+  | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string }
+  | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string }
+  | { t: "actorCall"; id: string; m: string; args: ResolvedArg[] }
+  | { t: "cancel"; id: string };
+
+// ------------------------------------------------------------------ validation
+
+const isStr = (v: unknown): v is string => typeof v === "string";
+const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isStrArr = (v: unknown): v is string[] => Array.isArray(v) && v.every(isStr);
+const isBytes = (v: unknown): boolean => v instanceof Uint8Array;
+
+function isTagged(v: unknown): boolean {
+  return isObj(v) && isNum(v.e) && (v.d === undefined || isBytes(v.d));
+}
+function isLoc(v: unknown): boolean {
+  return isObj(v) && isNum(v.e) && isNum(v.size) && isStr(v.path) && isStr(v.node);
+}
+function isFnRef(v: unknown): boolean {
+  return isObj(v) && isStr(v.n) && ((isStr(v.b) && isNum(v.i)) || isStr(v.s));
+}
+function isArgs(v: unknown): boolean {
+  return Array.isArray(v) && v.every((a) => isObj(a) && (isStr(a.ref) || isTagged(a.v)));
+}
+function isRes(v: unknown): boolean {
+  return isObj(v) && Object.values(v).every((x) => isNum(x) && x >= 0);
+}
+
+const checks: Record<string, (m: Record<string, any>) => boolean> = {
+  hello: (m) => (m.role === "worker" || m.role === "driver") && isNum(m.pid),
+  submit: (m) => isStr(m.id) && isFnRef(m.fn) && isArgs(m.args) && isRes(m.res) && isObj(m.o),
+  createActor: (m) => isStr(m.id) && isFnRef(m.fn) && isArgs(m.args) && isRes(m.res) && isObj(m.o),
+  call: (m) => isStr(m.id) && isStr(m.actor) && isStr(m.m) && isArgs(m.args),
+  put: (m) => isStr(m.id) && isTagged(m.v) && isBytes(m.v.d),
+  seal: (m) => isStr(m.id) && isLoc(m.loc),
+  sub: (m) => isStrArr(m.ids),
+  unsub: (m) => isStrArr(m.ids),
+  addref: (m) => isStrArr(m.ids),
+  decref: (m) => isStrArr(m.ids),
+  done: (m) => isStr(m.id) && isNum(m.ms) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
+  yield: (m) => isStr(m.id) && isNum(m.i) && (isTagged(m.v) || isLoc(m.loc)),
+  blocked: (m) => isStrArr(m.returned),
+  unblocked: () => true,
+  actorReady: (m) => isStr(m.actor),
+  cancel: (m) => isStr(m.id),
+  kill: (m) => isStr(m.actor),
+  getActor: (m) => isNum(m.rid) && isStr(m.name) && isStr(m.namespace),
+  cluster: (m) => isNum(m.rid) && (m.what === "nodes" || m.what === "total" || m.what === "available"),
+  jobDone: (m) => typeof m.ok === "boolean",
+};
+
+/** Returns an error sentence for a malformed message, or undefined when it is fine. */
+export function validateProcMessage(m: unknown): string | undefined {
+  if (!isObj(m) || !isStr(m.t)) return "message is not an object with a string `t`";
+  const check = checks[m.t];
+  if (!check) return `unknown message type "${m.t}"`;
+  return check(m) ? undefined : `malformed "${m.t}" message`;
+}

@@ -1,0 +1,486 @@
+// The runtime core of one driver or worker process: its connection to the node agent over a
+// Unix socket, the objects it knows about, reference counting, and task execution.
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { FrameReader, FrameWriter } from "../protocol/frame.js";
+import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
+import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
+import { decodeValue, encodeValue, tryDecodeError } from "./serialize.js";
+import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
+import { demandOf, type RemoteOptions } from "./options.js";
+import type { FnRef } from "./remote.js";
+import { GetTimeoutError, fromWireError, type WireError } from "./errors.js";
+
+/** What this process knows of one object. */
+interface ObjState {
+  /** 0 pending, 1 ready */
+  s: 0 | 1;
+  v?: Tagged;
+  loc?: StoredLoc;
+  waiters?: Array<() => void>;
+  subscribed?: boolean;
+}
+
+export interface TaskContext {
+  taskId?: string;
+  actorId?: string;
+  gpuIds: number[];
+}
+
+export interface RuntimeContext {
+  jobId: string;
+  nodeId: string;
+  workerId: string;
+  taskId?: string;
+  actorId?: string;
+  namespace: string;
+  gpuIds: number[];
+}
+
+export class Core {
+  readonly socket: net.Socket;
+  private readonly writer: FrameWriter;
+  private seq = 0;
+  private rid = 0;
+  private readonly objects = new Map<string, ObjState>();
+  /** Live ObjectRef instances per id in this process. */
+  private readonly localCounts = new Map<string, number>();
+  private readonly registry = new FinalizationRegistry<string>((id) => this.dropRef(id));
+  private pendingDecrefs: string[] = [];
+  private readonly replies = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  readonly taskContext = new AsyncLocalStorage<TaskContext>();
+  /** Set by the worker: receives task/actor messages. */
+  onExecMessage?: (m: AgentToProc) => void;
+  /** Set by the worker: hands back tasks queued behind one that now waits (see "blocked"). */
+  onBlocked?: () => string[];
+  private blockedDepth = 0;
+  closed = false;
+
+  constructor(
+    socketPath: string,
+    readonly workerId: string,
+    readonly nodeId: string,
+    public jobId: string,
+    readonly namespace: string,
+    readonly storeDir: string,
+    readonly spillDir: string,
+    readonly isWorker: boolean,
+  ) {
+    this.socket = net.createConnection(socketPath);
+    this.socket.setNoDelay?.(true);
+    this.writer = new FrameWriter(this.socket);
+    const reader = new FrameReader(
+      (msgs) => {
+        for (const m of msgs) this.onMessage(m as AgentToProc);
+      },
+      (err) => console.error(`[tray] bad frame from agent: ${err.message}`),
+    );
+    this.socket.on("data", (c) => reader.push(c));
+    this.socket.on("close", () => {
+      this.closed = true;
+      for (const r of this.replies.values()) r.reject(new Error("lost the connection to the node agent"));
+      // The agent went away: a worker has nothing left to do; a driver has lost its cluster.
+      if (this.isWorker) process.exit(0);
+      console.error("[tray] lost the connection to the node agent; the job cannot continue");
+      process.exit(1);
+    });
+    this.socket.on("error", () => {});
+  }
+
+  send(m: ProcToAgent): void {
+    this.writer.send(m);
+  }
+
+  flush(): void {
+    this.writer.flushNow();
+  }
+
+  request<T>(m: Record<string, unknown> & { t: string }): Promise<T> {
+    const rid = ++this.rid;
+    return new Promise<T>((resolve, reject) => {
+      this.replies.set(rid, { resolve, reject });
+      this.send({ ...m, rid } as any);
+    });
+  }
+
+  newId(): string {
+    return `${this.workerId}.${(++this.seq).toString(36)}`;
+  }
+
+  // ---------------------------------------------------------------- reference counting
+
+  /** Count a new ObjectRef instance; `fresh` = the agent already counts this process for it. */
+  trackRef(ref: ObjectRef<any>, fresh: boolean): void {
+    const n = this.localCounts.get(ref.id) ?? 0;
+    this.localCounts.set(ref.id, n + 1);
+    if (n === 0 && !fresh) this.send({ t: "addref", ids: [ref.id] });
+    this.registry.register(ref, ref.id);
+  }
+
+  private dropRef(id: string): void {
+    const n = (this.localCounts.get(id) ?? 1) - 1;
+    if (n > 0) {
+      this.localCounts.set(id, n);
+      return;
+    }
+    this.localCounts.delete(id);
+    this.objects.delete(id);
+    if (this.pendingDecrefs.length === 0) setImmediate(this.flushDecrefs);
+    this.pendingDecrefs.push(id);
+  }
+
+  private flushDecrefs = (): void => {
+    if (this.pendingDecrefs.length === 0 || this.closed) return;
+    const ids = this.pendingDecrefs;
+    this.pendingDecrefs = [];
+    this.send({ t: "decref", ids });
+  };
+
+  private newRef<T>(id: string): ObjectRef<T> {
+    const ref = new ObjectRef<T>(id);
+    this.trackRef(ref, true);
+    return ref;
+  }
+
+  // ---------------------------------------------------------------- objects
+
+  put<T>(value: T): ObjectRef<T> {
+    if (value instanceof ObjectRef) throw new TypeError("put() of an ObjectRef: pass the ref itself instead");
+    const id = this.newId();
+    const tagged = encodeValue(value);
+    this.storeTagged(id, tagged);
+    return this.newRef<T>(id);
+  }
+
+  /** Record a value we produced and tell the agent (inline, or written to the store). */
+  private storeTagged(id: string, tagged: Tagged): void {
+    if (tagged.d!.byteLength >= INLINE_MAX_BYTES) {
+      const loc = this.writeStored(id, tagged);
+      this.objects.set(id, { s: 1, loc });
+      this.send({ t: "seal", id, loc });
+    } else {
+      this.objects.set(id, { s: 1, v: tagged });
+      this.send({ t: "put", id, v: tagged });
+    }
+  }
+
+  /** Write a large value straight into the node's shared-memory store (no socket copy). */
+  writeStored(id: string, tagged: Tagged): StoredLoc {
+    const file = id.replace(/[^A-Za-z0-9._-]/g, "_");
+    let p = path.join(this.storeDir, file);
+    try {
+      fs.writeFileSync(p, tagged.d!);
+    } catch (e: any) {
+      if (e.code !== "ENOSPC") throw e;
+      // /dev/shm is full: write to the spill directory; the agent accounts for it there.
+      try { fs.unlinkSync(p); } catch { /* partial file */ }
+      p = path.join(this.spillDir, file);
+      fs.writeFileSync(p, tagged.d!);
+    }
+    const loc: StoredLoc = { e: tagged.e, size: tagged.d!.byteLength, path: p, node: this.nodeId };
+    if (tagged.k) loc.k = tagged.k;
+    if (tagged.r) loc.r = tagged.r;
+    return loc;
+  }
+
+  private markBlocked(delta: 1 | -1): void {
+    if (!this.isWorker) return;
+    const before = this.blockedDepth;
+    this.blockedDepth += delta;
+    if (before === 0 && this.blockedDepth === 1) this.send({ t: "blocked", returned: this.onBlocked?.() ?? [] });
+    else if (before === 1 && this.blockedDepth === 0) this.send({ t: "unblocked" });
+  }
+
+  private subscribe(ids: string[]): void {
+    const want: string[] = [];
+    for (const id of ids) {
+      let o = this.objects.get(id);
+      if (!o) {
+        o = { s: 0 };
+        this.objects.set(id, o);
+      }
+      if (o.s === 0 && !o.subscribed) {
+        o.subscribed = true;
+        want.push(id);
+      }
+    }
+    if (want.length) this.send({ t: "sub", ids: want });
+  }
+
+  private whenReady(id: string): Promise<void> {
+    const o = this.objects.get(id)!;
+    if (o.s === 1) return Promise.resolve();
+    return new Promise<void>((resolve) => (o.waiters ??= []).push(resolve));
+  }
+
+  async get(refOrRefs: ObjectRef<any> | ObjectRef<any>[], opts?: { timeoutMs?: number }): Promise<any> {
+    const many = Array.isArray(refOrRefs);
+    const refs = many ? (refOrRefs as ObjectRef<any>[]) : [refOrRefs as ObjectRef<any>];
+    for (const r of refs) {
+      if (!(r instanceof ObjectRef)) throw new TypeError(`get() takes ObjectRefs, got ${typeof r === "object" ? JSON.stringify(r) : String(r)}`);
+    }
+    const pending = refs.filter((r) => this.objects.get(r.id)?.s !== 1);
+    if (pending.length) {
+      this.subscribe(pending.map((r) => r.id));
+      const all = Promise.all(pending.map((r) => this.whenReady(r.id)));
+      this.markBlocked(1);
+      try {
+        if (opts?.timeoutMs !== undefined) {
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new GetTimeoutError(`get() timed out after ${opts.timeoutMs} ms waiting for ${pending.length} object(s)`)),
+              opts.timeoutMs,
+            );
+          });
+          try {
+            await Promise.race([all, timeout]);
+          } finally {
+            clearTimeout(timer);
+          }
+        } else {
+          await all;
+        }
+      } finally {
+        this.markBlocked(-1);
+      }
+    }
+    const values = [];
+    for (const r of refs) values.push(await this.readValue(r.id));
+    return many ? values : values[0];
+  }
+
+  /** Decode a ready object; re-locate it once if the store moved it (spilled) meanwhile. */
+  private async readValue(id: string): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      const o = this.objects.get(id)!;
+      if (o.v) return decodeValue(o.v.e, o.v.d!, o.v.k);
+      const loc = o.loc!;
+      if (loc.e === 2 && !loc.path) throw new Error("object error without data");
+      let bytes: Buffer;
+      try {
+        bytes = fs.readFileSync(loc.path);
+      } catch (e: any) {
+        if (e.code !== "ENOENT" || attempt > 3) throw e;
+        o.s = 0;
+        o.subscribed = false;
+        o.loc = undefined;
+        this.subscribe([id]);
+        await this.whenReady(id);
+        continue;
+      }
+      return decodeValue(loc.e, bytes, loc.k);
+    }
+  }
+
+  async wait(
+    refs: ObjectRef<any>[],
+    opts: { numReturns?: number; timeoutMs?: number } = {},
+  ): Promise<[ObjectRef<any>[], ObjectRef<any>[]]> {
+    const numReturns = opts.numReturns ?? 1;
+    if (!Array.isArray(refs)) throw new TypeError("wait() takes an array of ObjectRefs");
+    if (!Number.isInteger(numReturns) || numReturns < 0 || numReturns > refs.length) {
+      throw new RangeError(`wait(): numReturns must be between 0 and ${refs.length}, got ${numReturns}`);
+    }
+    const isReady = (r: ObjectRef<any>) => this.objects.get(r.id)?.s === 1;
+    const split = (): [ObjectRef<any>[], ObjectRef<any>[]] => {
+      const ready: ObjectRef<any>[] = [];
+      const not: ObjectRef<any>[] = [];
+      for (const r of refs) (isReady(r) && ready.length < numReturns ? ready : not).push(r);
+      return [ready, not];
+    };
+    let count = refs.reduce((n, r) => n + (isReady(r) ? 1 : 0), 0);
+    if (count >= numReturns) return split();
+    this.subscribe(refs.map((r) => r.id));
+    await new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        if (timer) clearTimeout(timer);
+        resolve();
+      };
+      if (opts.timeoutMs !== undefined) timer = setTimeout(finish, opts.timeoutMs);
+      for (const r of refs) {
+        if (isReady(r)) continue;
+        this.whenReady(r.id).then(() => {
+          if (++count >= numReturns) finish();
+        });
+      }
+    });
+    return split();
+  }
+
+  // ---------------------------------------------------------------- tasks and actors
+
+  private encodeArgs(args: unknown[]): ArgWire[] {
+    return args.map((a) => {
+      if (a instanceof ObjectRef) return { ref: a.id };
+      const tagged = encodeValue(a);
+      if (tagged.d!.byteLength >= INLINE_MAX_BYTES) {
+        // Big arguments go through the store once instead of riding in the message.
+        const id = this.newId();
+        this.storeTagged(id, tagged);
+        // The agent counts us as holder of this object; the task holds it too. Drop ours
+        // right away: the task's hold keeps it alive until the task is done.
+        this.objects.delete(id);
+        setImmediate(() => this.send({ t: "decref", ids: [id] }));
+        return { ref: id };
+      }
+      return { v: tagged };
+    });
+  }
+
+  submitTask(fn: FnRef, args: unknown[], opts: RemoteOptions, generator: boolean): ObjectRef<any> {
+    const id = this.newId();
+    const ctx = this.taskContext.getStore();
+    this.objects.set(id, { s: 0 });
+    this.send({
+      t: "submit",
+      id,
+      fn,
+      args: this.encodeArgs(args),
+      res: demandOf(opts, "task"),
+      o: taskWireOptions(opts),
+      g: generator ? 1 : 0,
+      p: ctx?.taskId,
+    });
+    return this.newRef(id);
+  }
+
+  createActor(cls: FnRef, args: unknown[], opts: RemoteOptions): ActorHandleOf<any> {
+    const id = this.newId();
+    this.send({
+      t: "createActor",
+      id,
+      fn: cls,
+      args: this.encodeArgs(args),
+      res: demandOf(opts, "actor"),
+      o: actorWireOptions(opts, this.namespace),
+    });
+    return new ActorHandle(id, cls.n) as ActorHandleOf<any>;
+  }
+
+  callActor(actorId: string, method: string, args: unknown[]): ObjectRef<any> {
+    const id = this.newId();
+    this.objects.set(id, { s: 0 });
+    this.send({ t: "call", id, actor: actorId, m: method, args: this.encodeArgs(args) });
+    return this.newRef(id);
+  }
+
+  async nextGeneratorItem<T>(taskId: string, i: number, completion: ObjectRef<number>): Promise<ObjectRef<T> | undefined> {
+    const itemId = `${taskId}#${i}`;
+    this.subscribe([itemId]);
+    const item = this.whenReady(itemId).then(() => "item" as const);
+    const end = this.get(completion).then(
+      (n: number) => n,
+      (e: Error) => e,
+    );
+    const first = await Promise.race([item, end]);
+    if (first === "item") return this.newRef<T>(itemId);
+    if (first instanceof Error) {
+      if (this.objects.get(itemId)?.s === 1) return this.newRef<T>(itemId);
+      this.forget(itemId);
+      throw first;
+    }
+    if (i < (first as number)) {
+      await item;
+      return this.newRef<T>(itemId);
+    }
+    this.forget(itemId);
+    return undefined;
+  }
+
+  private forget(id: string): void {
+    if (!this.localCounts.has(id)) {
+      this.objects.delete(id);
+      this.send({ t: "unsub", ids: [id] });
+    }
+  }
+
+  // ---------------------------------------------------------------- messages from the agent
+
+  private onMessage(m: AgentToProc): void {
+    switch (m.t) {
+      case "ready": {
+        for (const it of m.items) {
+          let o = this.objects.get(it.id);
+          if (!o) continue; // nobody here cares any more
+          o.s = 1;
+          o.subscribed = false;
+          if (it.v) o.v = it.v;
+          else if (it.loc) o.loc = it.loc;
+          const ws = o.waiters;
+          o.waiters = undefined;
+          if (ws) for (const w of ws) w();
+        }
+        return;
+      }
+      case "rep": {
+        const r = this.replies.get(m.rid);
+        if (!r) return;
+        this.replies.delete(m.rid);
+        if (m.err) r.reject(fromWireError(m.err as WireError));
+        else r.resolve(m.value);
+        return;
+      }
+      case "gc": {
+        // The store is filling up: collect now so that dropped ObjectRefs are released.
+        (globalThis as any).gc?.();
+        return;
+      }
+      default:
+        this.onExecMessage?.(m);
+    }
+  }
+
+  /** Value a worker got inline with a task, so `get` on the same ref needs no round trip. */
+  seedObject(id: string, v?: Tagged, loc?: StoredLoc): void {
+    if (!this.objects.has(id)) this.objects.set(id, v ? { s: 1, v } : { s: 1, loc });
+  }
+
+  errorOf(t: Tagged): Error | undefined {
+    return tryDecodeError(t);
+  }
+
+  context(): RuntimeContext {
+    const c = this.taskContext.getStore();
+    return {
+      jobId: this.jobId,
+      nodeId: this.nodeId,
+      workerId: this.workerId,
+      taskId: c?.taskId,
+      actorId: c?.actorId,
+      namespace: this.namespace,
+      gpuIds: c?.gpuIds ?? [],
+    };
+  }
+}
+
+function taskWireOptions(o: RemoteOptions): Record<string, unknown> {
+  const w: Record<string, unknown> = {};
+  if (o.maxRetries !== undefined) w.maxRetries = o.maxRetries;
+  if (o.retryExceptions) w.retryExceptions = true;
+  if (o.schedulingStrategy !== undefined) w.strategy = o.schedulingStrategy;
+  if (o.runtimeEnv?.env) w.env = o.runtimeEnv.env;
+  return w;
+}
+
+function actorWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {
+  const w: Record<string, unknown> = {};
+  if (o.maxRestarts !== undefined) w.maxRestarts = o.maxRestarts;
+  if (o.maxTaskRetries !== undefined) w.maxTaskRetries = o.maxTaskRetries;
+  if (o.maxConcurrency !== undefined) w.maxConcurrency = o.maxConcurrency;
+  if (o.name !== undefined) {
+    w.name = o.name;
+    w.namespace = o.namespace ?? namespace;
+  }
+  if (o.lifetime === "detached") w.detached = true;
+  if (o.getIfExists) w.getIfExists = true;
+  if (o.schedulingStrategy !== undefined) w.strategy = o.schedulingStrategy;
+  if (o.runtimeEnv?.env) w.env = o.runtimeEnv.env;
+  return w;
+}
