@@ -25,6 +25,7 @@ const upToDate =
   Math.min(...outputs.map((f) => fs.statSync(f).mtimeMs)) > Math.max(...watched.map((w) => newest(path.join(root, w))));
 if (upToDate) process.exit(0);
 
+fs.rmSync(path.join(dist, "chunks"), { recursive: true, force: true });
 fs.mkdirSync(dist, { recursive: true });
 
 // A provider whose folder is absent in this checkout becomes a module that says so when used,
@@ -55,8 +56,11 @@ const common = {
 await Promise.all([
   build({
     ...common,
-    entryPoints: [path.join(root, "src/cli/main.ts")],
-    outfile: path.join(dist, "cli.js"),
+    entryPoints: { cli: path.join(root, "src/cli/main.ts") },
+    outdir: dist,
+    // Chunks per dynamic import(): `tray submit` never loads ssh2, yaml or a cloud SDK.
+    splitting: true,
+    chunkNames: "chunks/[name]-[hash]",
     jsx: "automatic",
     plugins: [missingProviders],
     // The CLI runs where tray is installed, beside its node_modules: dependencies stay

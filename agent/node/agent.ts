@@ -506,7 +506,7 @@ export class NodeAgent {
   /** Pipeline depth for a scheduling class: deep for tiny tasks, 1 for long ones. */
   private depth(cls: string): number {
     const ms = this.clsMs.get(cls);
-    if (ms === undefined) return 2;
+    if (ms === undefined) return 1;
     if (ms < 0.5) return 64;
     if (ms < 2) return 16;
     if (ms < 10) return 4;
@@ -520,16 +520,7 @@ export class NodeAgent {
         this.queues.delete(cls);
         continue;
       }
-      // 1. top up workers already leased for this class
-      const leased = this.leases.get(cls);
-      if (leased) {
-        const d = this.depth(cls);
-        for (const w of leased) {
-          if (w.blocked || w.state !== "leased") continue;
-          while (q.length && w.lease!.tasks.length < d) this.sendTask(w, q.shift()!);
-        }
-      }
-      // 2. new leases while resources allow
+      // 1. spread over free resources first: one task per new lease
       while (q.length) {
         const t = q[0]!;
         if (!fits(this.available, t.res)) break;
@@ -549,18 +540,16 @@ export class NodeAgent {
         let set = this.leases.get(cls);
         if (!set) this.leases.set(cls, (set = new Set()));
         set.add(w);
-        const wasStarting = w.state === "starting";
         w.state = "leased";
-        if (wasStarting) {
-          // tasks are sent once it says hello
-          const first = q.shift()!;
-          w.lease.tasks.push(first.id);
-          first.state = "running";
-          first.worker = w;
-          w.onReady.push(() => this.deliver(w, first));
-        } else {
-          const d = this.depth(cls);
-          while (q.length && w.lease.tasks.length < d) this.sendTask(w, q.shift()!);
+        this.sendTask(w, q.shift()!);
+      }
+      // 2. then pipeline more onto workers already leased for this class (tiny tasks)
+      const leased = this.leases.get(cls);
+      if (leased) {
+        const d = this.depth(cls);
+        for (const w of leased) {
+          if (w.blocked || w.state !== "leased") continue;
+          while (q.length && w.lease!.tasks.length < d) this.sendTask(w, q.shift()!);
         }
       }
     }
@@ -616,7 +605,12 @@ export class NodeAgent {
 
   private deliver(w: WorkerProc, t: Task): void {
     const conn = w.conn as Conn | undefined;
-    if (!conn) return;
+    if (!conn) {
+      // still starting: sent once it says hello
+      w.onReady.push(() => this.deliver(w, t));
+      return;
+    }
+    if (t.worker !== w || t.state !== "running") return; // moved or cancelled meanwhile
     const msg: AgentToProc = { t: "task", id: t.id, fn: t.fn, args: this.resolvedArgs(t.args), g: t.g, job: t.job };
     if (w.lease?.gpus.length) (msg as any).gpus = w.lease.gpus.map((i) => this.opts.gpus[i]!.index);
     conn.send(msg);

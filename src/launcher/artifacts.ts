@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 
 export function distDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const d of [here, path.resolve(here, "../../dist")]) {
+  for (const d of [here, path.resolve(here, ".."), path.resolve(here, "../../dist")]) {
     if (fs.existsSync(path.join(d, "agent.js"))) return d;
   }
   throw new Error(`the built agent (dist/agent.js) is missing next to ${here}: run \`npm run build\``);

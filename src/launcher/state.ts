@@ -144,5 +144,17 @@ export async function withClusterLock<T>(name: string, what: string, fn: () => P
 }
 
 export function pidAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e: any) { return e.code === "EPERM"; }
+  try {
+    process.kill(pid, 0);
+  } catch (e: any) {
+    return e.code === "EPERM";
+  }
+  // A process that exited but was not reaped yet (its parent, often init, is slow) is a
+  // zombie: signals still "reach" it, yet it is gone.
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true; // no procfs: trust the signal
+  }
 }
