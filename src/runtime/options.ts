@@ -55,8 +55,11 @@ export function validateOptions(o: RemoteOptions | undefined, kind: "task" | "ac
     throw new TypeError(`remote() option numGpus must be a whole number when above 1, got ${o.numGpus}`);
   }
   if (o.resources !== undefined) {
+    if (typeof o.resources !== "object" || o.resources === null || Array.isArray(o.resources)) {
+      throw new TypeError(`remote() option resources must be an object of { name: amount }, got ${JSON.stringify(o.resources)}`);
+    }
     for (const [k, v] of Object.entries(o.resources)) {
-      if (typeof v !== "number" || v < 0) throw new TypeError(`remote() option resources.${k} must be a non-negative number`);
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new TypeError(`remote() option resources.${k} must be a non-negative number`);
       if (k === "CPU" || k === "GPU") throw new TypeError(`use numCpus/numGpus instead of resources.${k}`);
     }
   }
@@ -69,6 +72,12 @@ export function validateOptions(o: RemoteOptions | undefined, kind: "task" | "ac
     }
   } else if (o.maxRetries !== undefined || o.retryExceptions !== undefined) {
     throw new TypeError("remote() options maxRetries/retryExceptions apply to functions; for actors use maxRestarts and maxTaskRetries");
+  }
+  for (const k of ["retryExceptions", "getIfExists"] as const) {
+    if (o[k] !== undefined && typeof o[k] !== "boolean") throw new TypeError(`remote() option ${k} must be true or false, got ${JSON.stringify(o[k])}`);
+  }
+  for (const k of ["name", "namespace"] as const) {
+    if (o[k] !== undefined && (typeof o[k] !== "string" || o[k] === "")) throw new TypeError(`remote() option ${k} must be a non-empty string, got ${JSON.stringify(o[k])}`);
   }
   if (o.lifetime !== undefined && o.lifetime !== "detached") throw new TypeError(`remote() option lifetime must be "detached"`);
   if (o.lifetime === "detached" && !o.name) throw new TypeError("a detached actor needs a name (option name) so it can be found again");

@@ -1,0 +1,128 @@
+// Framing of the local protocol: frames split across chunks, several frames in one chunk,
+// oversized and undecodable frames, and the writer batching messages into one frame.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FrameReader, FrameWriter, MAX_FRAME_BYTES, decodeMessages, encodeMessages } from "../../src/protocol/frame.js";
+
+function frame(msgs: unknown[]): Buffer {
+  const body = encodeMessages(msgs);
+  const head = Buffer.alloc(4);
+  head.writeUInt32LE(body.length, 0);
+  return Buffer.concat([head, Buffer.from(body)]);
+}
+
+function collect() {
+  const got: unknown[][] = [];
+  const errors: Error[] = [];
+  const r = new FrameReader((m) => got.push(m), (e) => errors.push(e));
+  return { r, got, errors };
+}
+
+describe("FrameReader", () => {
+  it("reassembles a frame delivered one byte at a time", () => {
+    const { r, got, errors } = collect();
+    const f = frame([{ t: "put", id: "a", n: 1 }, { t: "sub", ids: ["x", "y"] }]);
+    for (let i = 0; i < f.length; i++) {
+      r.push(f.subarray(i, i + 1));
+      if (i < f.length - 1) assert.equal(got.length, 0, `decoded early at byte ${i}`);
+    }
+    assert.deepEqual(got, [[{ t: "put", id: "a", n: 1 }, { t: "sub", ids: ["x", "y"] }]]);
+    assert.deepEqual(errors, []);
+  });
+
+  it("splits several frames that arrive in one chunk, and a frame split in the middle of its header", () => {
+    const { r, got } = collect();
+    const a = frame([{ t: "a" }]);
+    const b = frame([{ t: "b", big: "x".repeat(70_000) }]);
+    const c = frame([{ t: "c" }, { t: "c2" }]);
+    const all = Buffer.concat([a, b, c]);
+    // a + b + the first two bytes of c's header, then the rest
+    const cut = a.length + b.length + 2;
+    r.push(all.subarray(0, cut));
+    assert.equal(got.length, 2);
+    r.push(all.subarray(cut));
+    assert.deepEqual(
+      got.map((msgs) => msgs.map((m: any) => m.t)),
+      [["a"], ["b"], ["c", "c2"]],
+    );
+    assert.equal((got[1]![0] as any).big.length, 70_000);
+  });
+
+  it("carries binary payloads byte for byte", () => {
+    const { r, got } = collect();
+    const bytes = new Uint8Array(200_000);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 255;
+    const f = frame([{ t: "put", v: { e: 1, d: bytes } }]);
+    // arbitrary chunking
+    for (let i = 0; i < f.length; i += 65_536) r.push(f.subarray(i, i + 65_536));
+    const d = (got[0]![0] as any).v.d as Uint8Array;
+    assert.equal(d.length, bytes.length);
+    assert.ok(Buffer.from(d).equals(Buffer.from(bytes)));
+  });
+
+  it("refuses a frame whose length exceeds the limit, without buffering it", () => {
+    const { r, got, errors } = collect();
+    const head = Buffer.alloc(4);
+    head.writeUInt32LE(MAX_FRAME_BYTES + 1, 0);
+    r.push(head);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!.message, /exceeds the \d+-byte limit/);
+    // Whatever follows is not decoded as messages.
+    r.push(frame([{ t: "after" }]));
+    assert.equal(got.length, 0);
+  });
+
+  it("reports an undecodable body and keeps reading the next frame", () => {
+    const { r, got, errors } = collect();
+    const garbage = Buffer.from([0xc1, 0xc1, 0xc1]); // 0xc1 is never used in msgpack
+    const head = Buffer.alloc(4);
+    head.writeUInt32LE(garbage.length, 0);
+    r.push(Buffer.concat([head, garbage, frame([{ t: "ok" }])]));
+    assert.equal(errors.length, 1);
+    assert.deepEqual(got, [[{ t: "ok" }]]);
+  });
+
+  it("rejects a payload that is not an array of messages", () => {
+    assert.throws(() => decodeMessages(encodeMessages({ t: "x" } as any)), /not an array/);
+  });
+});
+
+describe("FrameWriter", () => {
+  function fakeSocket() {
+    const writes: Buffer[] = [];
+    let corked = 0;
+    return {
+      writes,
+      destroyed: false,
+      cork() { corked++; },
+      uncork() { corked--; },
+      write(b: Buffer) { assert.equal(corked, 1, "header and body are written while corked"); writes.push(Buffer.from(b)); return true; },
+    };
+  }
+
+  it("queues messages sent in one turn into a single frame", async () => {
+    const s = fakeSocket();
+    const w = new FrameWriter(s as any);
+    for (let i = 0; i < 1000; i++) w.send({ t: "submit", i });
+    assert.equal(s.writes.length, 0, "nothing is written before the turn ends");
+    await new Promise((r) => setImmediate(r));
+    assert.equal(s.writes.length, 2, "one header + one body");
+    const { r, got } = collect();
+    r.push(Buffer.concat(s.writes));
+    assert.equal(got.length, 1);
+    assert.equal(got[0]!.length, 1000);
+    assert.deepEqual(got[0]![999], { t: "submit", i: 999 });
+  });
+
+  it("flushNow writes immediately, and a destroyed socket is never written to", async () => {
+    const s = fakeSocket();
+    const w = new FrameWriter(s as any);
+    w.send({ t: "jobDone", ok: true });
+    w.flushNow();
+    assert.equal(s.writes.length, 2);
+    s.destroyed = true;
+    w.send({ t: "late" });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(s.writes.length, 2);
+  });
+});

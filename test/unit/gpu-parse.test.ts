@@ -1,0 +1,61 @@
+// GPU detection: nvidia-smi's CSV output, and detectGpus with a fake nvidia-smi on PATH.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, it, after } from "node:test";
+import { detectGpus, parseNvidiaSmi } from "../../agent/node/gpu.js";
+
+// What `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` prints.
+const TWO_H100 = "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA H100 80GB HBM3, 81559\n";
+
+describe("parseNvidiaSmi", () => {
+  it("reads index, name and memory of each GPU", () => {
+    assert.deepEqual(parseNvidiaSmi(TWO_H100), [
+      { index: 0, name: "NVIDIA H100 80GB HBM3", memoryMiB: 81559 },
+      { index: 1, name: "NVIDIA H100 80GB HBM3", memoryMiB: 81559 },
+    ]);
+  });
+
+  it("tolerates CRLF line ends, blank lines and [N/A] memory", () => {
+    assert.deepEqual(parseNvidiaSmi("\r\n0, Tesla T4, 15360\r\n\r\n3, NVIDIA A10G, [N/A]\r\n"), [
+      { index: 0, name: "Tesla T4", memoryMiB: 15360 },
+      { index: 3, name: "NVIDIA A10G", memoryMiB: 0 },
+    ]);
+  });
+
+  it("ignores error text (no driver) instead of inventing GPUs", () => {
+    assert.deepEqual(
+      parseNvidiaSmi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n"),
+      [],
+    );
+    assert.deepEqual(parseNvidiaSmi(""), []);
+  });
+});
+
+describe("detectGpus", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tray-fake-smi-"));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const fake = (body: string) => {
+    fs.writeFileSync(path.join(dir, "nvidia-smi"), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+    return { ...process.env, PATH: `${dir}:${process.env.PATH}`, CUDA_VISIBLE_DEVICES: "" };
+  };
+
+  it("runs nvidia-smi with the query flags and parses its answer", () => {
+    const env = fake(`echo "$@" > ${dir}/args; printf '${TWO_H100.replace(/\n/g, "\\n")}'`);
+    const gpus = detectGpus(env);
+    assert.deepEqual(gpus.map((g) => g.index), [0, 1]);
+    assert.equal(fs.readFileSync(path.join(dir, "args"), "utf8").trim(), "--query-gpu=index,name,memory.total --format=csv,noheader,nounits");
+  });
+
+  it("keeps only the GPUs named in CUDA_VISIBLE_DEVICES when set", () => {
+    const env = fake(`printf '0, A, 1\\n1, B, 1\\n2, C, 1\\n'`);
+    assert.deepEqual(detectGpus({ ...env, CUDA_VISIBLE_DEVICES: "2,0" }).map((g) => g.name), ["A", "C"]);
+  });
+
+  it("gives no GPUs when nvidia-smi fails or is missing", () => {
+    const env = fake(`echo "NVIDIA-SMI has failed" >&2; exit 9`);
+    assert.deepEqual(detectGpus(env), []);
+    assert.deepEqual(detectGpus({ ...process.env, PATH: "/nonexistent" }), []);
+  });
+});
