@@ -611,7 +611,7 @@ export class NodeAgent {
       return;
     }
     if (t.worker !== w || t.state !== "running") return; // moved or cancelled meanwhile
-    const msg: AgentToProc = { t: "task", id: t.id, fn: t.fn, args: this.resolvedArgs(t.args), g: t.g, job: t.job };
+    const msg: AgentToProc = { t: "task", id: t.id, fn: t.fn, args: this.resolvedArgs(t.args), g: t.g, job: t.job, ns: t.o.ns };
     if (w.lease?.gpus.length) (msg as any).gpus = w.lease.gpus.map((i) => this.opts.gpus[i]!.index);
     conn.send(msg);
   }
@@ -866,6 +866,7 @@ export class NodeAgent {
         args: this.resolvedArgs(a.args),
         gpus: gpus.map((i) => this.opts.gpus[i]!.index),
         maxConcurrency: typeof a.o.maxConcurrency === "number" ? a.o.maxConcurrency : 1,
+        ns: a.o.ns,
         job: a.job,
       });
       this.pumpActor(a);

@@ -134,6 +134,7 @@ export async function runWorker(): Promise<void> {
     switch (m.t) {
       case "task":
         if (core.jobId === "") core.jobId = m.job;
+        if (m.ns) core.namespace = m.ns;
         queue.push(m);
         void pump();
         return;
@@ -142,6 +143,7 @@ export async function runWorker(): Promise<void> {
         return;
       case "actorInit":
         if (core.jobId === "") core.jobId = m.job;
+        if (m.ns) core.namespace = m.ns;
         void initActor(core, m).then((instance) => {
           if (instance === undefined) return;
           actor = { ...base(m), instance, maxConcurrency: m.maxConcurrency, calls: actor?.calls ?? [] };

@@ -36,8 +36,8 @@ export type AgentToProc =
   | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
   | { t: "rep"; rid: number; value?: unknown; err?: WireError }
   | { t: "gc" }
-  | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string }
-  | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string }
+  | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string; ns?: string }
+  | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string; ns?: string }
   | { t: "actorCall"; id: string; m: string; args: ResolvedArg[] }
   | { t: "cancel"; id: string };
 

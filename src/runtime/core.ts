@@ -63,7 +63,8 @@ export class Core {
     readonly workerId: string,
     readonly nodeId: string,
     public jobId: string,
-    readonly namespace: string,
+    /** Namespace of the job (a pre-started worker learns it with its first task). */
+    public namespace: string,
     readonly storeDir: string,
     readonly spillDir: string,
     readonly isWorker: boolean,
@@ -344,7 +345,7 @@ export class Core {
       fn,
       args: this.encodeArgs(args),
       res: demandOf(opts, "task"),
-      o: taskWireOptions(opts),
+      o: taskWireOptions(opts, this.namespace),
       g: generator ? 1 : 0,
       p: ctx?.taskId,
     });
@@ -460,8 +461,8 @@ export class Core {
   }
 }
 
-function taskWireOptions(o: RemoteOptions): Record<string, unknown> {
-  const w: Record<string, unknown> = {};
+function taskWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {
+  const w: Record<string, unknown> = { ns: namespace };
   if (o.maxRetries !== undefined) w.maxRetries = o.maxRetries;
   if (o.retryExceptions) w.retryExceptions = true;
   if (o.schedulingStrategy !== undefined) w.strategy = o.schedulingStrategy;
@@ -470,7 +471,7 @@ function taskWireOptions(o: RemoteOptions): Record<string, unknown> {
 }
 
 function actorWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {
-  const w: Record<string, unknown> = {};
+  const w: Record<string, unknown> = { ns: namespace };
   if (o.maxRestarts !== undefined) w.maxRestarts = o.maxRestarts;
   if (o.maxTaskRetries !== undefined) w.maxTaskRetries = o.maxTaskRetries;
   if (o.maxConcurrency !== undefined) w.maxConcurrency = o.maxConcurrency;
