@@ -43,7 +43,9 @@ let counter = 0;
 export function spawnWorker(nodeId: string, job: string, envKey: string, extraEnv: Record<string, string>, spec: SpawnSpec): WorkerProc {
   const id = `${nodeId}w${(++counter).toString(36)}`;
   const proc = spawn(process.execPath, ["--expose-gc", "--max-old-space-size=4096", spec.agentScript, "worker"], {
-    env: { ...spec.env, ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job },
+    // A worker sees exactly the GPUs it was given: none unless extraEnv names them (the
+    // agent's own CUDA_VISIBLE_DEVICES, if any, only limits what the agent hands out).
+    env: { ...spec.env, CUDA_VISIBLE_DEVICES: "", ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const w: WorkerProc = {
