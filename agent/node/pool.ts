@@ -40,9 +40,15 @@ export interface SpawnSpec {
 
 let counter = 0;
 
+/** V8 heap limit of a worker; TRAY_WORKER_MAX_OLD_SPACE_MB lowers it (tests of out-of-memory). */
+function maxOldSpaceMb(): number {
+  const v = Number(process.env.TRAY_WORKER_MAX_OLD_SPACE_MB);
+  return Number.isInteger(v) && v > 0 ? v : 4096;
+}
+
 export function spawnWorker(nodeId: string, job: string, envKey: string, extraEnv: Record<string, string>, spec: SpawnSpec): WorkerProc {
   const id = `${nodeId}w${(++counter).toString(36)}`;
-  const proc = spawn(process.execPath, ["--expose-gc", "--max-old-space-size=4096", spec.agentScript, "worker"], {
+  const proc = spawn(process.execPath, ["--expose-gc", `--max-old-space-size=${maxOldSpaceMb()}`, spec.agentScript, "worker"], {
     // A worker sees exactly the GPUs it was given: none unless extraEnv names them (the
     // agent's own CUDA_VISIBLE_DEVICES, if any, only limits what the agent hands out).
     env: { ...spec.env, CUDA_VISIBLE_DEVICES: "", ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job },
@@ -66,7 +72,16 @@ export function spawnWorker(nodeId: string, job: string, envKey: string, extraEn
     if (w.stderrTail.length > 20) w.stderrTail.shift();
     spec.onLine(w, "stderr", l);
   });
-  proc.on("exit", (code, signal) => spec.onExit(w, code, signal));
+  // Report the exit once stderr is drained (its last lines explain a crash: "heap out of
+  // memory"...), but not later than 300 ms after the exit, in case a grandchild holds the pipe.
+  let reported = false;
+  const report = (code: number | null, signal: string | null) => {
+    if (reported) return;
+    reported = true;
+    spec.onExit(w, code, signal);
+  };
+  proc.on("exit", (code, signal) => setTimeout(() => report(code, signal), 300).unref());
+  proc.on("close", (code, signal) => report(code, signal));
   proc.on("error", () => {});
   return w;
 }

@@ -40,6 +40,9 @@ export async function bundleJob(entry: string): Promise<Bundle> {
       write: false,
       sourcemap: "inline",
       sourcesContent: false,
+      // Function and class names show in errors, logs and `tray status` (esbuild would
+      // otherwise rename `boom` to `boom2` when two modules both declare one).
+      keepNames: true,
       logLevel: "silent",
       banner: { js: "import { createRequire as __trayCreateRequire } from 'node:module'; const require = __trayCreateRequire(import.meta.url);" },
       plugins: [
