@@ -148,6 +148,7 @@ function inkProgress(stream: NodeJS.WriteStream): Progress {
       schedule();
     },
     done() {
+      if (stopped) return;
       clearInterval(timer);
       if (ink) draw();
       else {

@@ -23,8 +23,12 @@ import { connectNode, saveSshAuth } from "../ssh/cluster.js";
 import type { Progress } from "./progress.js";
 import { ensureToken, readState, statePath, withClusterLock, writeState, type ClusterState, type NodeState } from "./state.js";
 
-/** Port of the head's API on its private address (Ray's GCS is 6379). */
-export const DEFAULT_HEAD_PORT = 6380;
+/**
+ * Port of the head's API on its private address: 0 = the agent picks a free one (several
+ * clusters can share a host) and reports it in its ready file; TRAY_HEAD_PORT or
+ * UpRemoteOptions.headPort fix it (e.g. for a firewall rule).
+ */
+export const DEFAULT_HEAD_PORT = 0;
 /** Where tray keeps its files on a host, relative to the login user's home. */
 export const REMOTE_ROOT = ".tray";
 
@@ -45,7 +49,7 @@ export interface UpRemoteOptions {
   joinTimeoutMs?: number;
   /** Connect to the head API (default: HeadClient over the SSH tunnel). Tests may replace it. */
   headConnector?: HeadConnector;
-  /** Port of the head API (default provider-neutral DEFAULT_HEAD_PORT or TRAY_HEAD_PORT). */
+  /** Port of the head API (default TRAY_HEAD_PORT, else DEFAULT_HEAD_PORT: picked by the agent). */
   headPort?: number;
 }
 
@@ -53,7 +57,8 @@ export interface HostReport {
   name: string;
   kind: "head" | "worker";
   host: string;
-  status: "joined" | "unchanged" | "failed" | "skipped";
+  /** pending while `up` runs; skipped: not started because the head failed. */
+  status: "pending" | "joined" | "unchanged" | "failed" | "skipped";
   /** Steps that ran this time ("setup:1", "agent", "start", ...). */
   ran: string[];
   error?: string;
@@ -163,8 +168,20 @@ export function parseProbe(out: string): Probe {
     nodeAbi: nodeAbi || undefined,
     freeKiB: kv.df ? Number(kv.df) : undefined,
     agentPid: kv.alive ? Number(kv.alive) : undefined,
+    ready: parseReady(kv.ready),
     hostname: kv.hostname ?? "",
   } as Probe;
+}
+
+function parseReady(s: string | undefined): { pid?: number; nodeId?: string; listen?: string } | undefined {
+  if (!s) return undefined;
+  try { return JSON.parse(s); } catch { return undefined; }
+}
+
+/** "10.0.0.1:6380" -> 6380 */
+export function portOf(listen: string | undefined): number | undefined {
+  const m = /:(\d+)$/.exec(listen ?? "");
+  return m ? Number(m[1]) : undefined;
 }
 
 export interface Probe {
@@ -175,6 +192,8 @@ export interface Probe {
   nodeAbi?: string;
   freeKiB?: number;
   agentPid?: number;
+  /** The running agent's ready file. */
+  ready?: { pid?: number; nodeId?: string; listen?: string };
   hostname: string;
 }
 
@@ -206,7 +225,7 @@ export function findDistDir(given?: string): string {
   if (given) candidates.push(given);
   if (process.env.TRAY_DIST) candidates.push(process.env.TRAY_DIST);
   const here = path.dirname(fileURLToPath(import.meta.url));
-  candidates.push(here, path.resolve(here, "../../dist"), path.resolve(here, "../dist"));
+  candidates.push(here, path.resolve(here, ".."), path.resolve(here, "../../dist"), path.resolve(here, "../dist"));
   for (const c of candidates) if (fs.existsSync(path.join(c, "agent.js"))) return c;
   throw new UserError(`The agent bundle (dist/agent.js) is missing; build it with \`npm run build\` (looked in ${candidates.join(", ")}).`);
 }
@@ -242,7 +261,7 @@ function probeScript(stateDir: string): string {
     `if [ -n "$N" ]; then printf 'nodepath=%s\\n' "$N"; printf 'node=%s\\n' "$("$N" -p 'process.versions.node+" "+process.versions.modules' 2>/dev/null)"; fi`,
     `mkdir -p "$HOME/${REMOTE_ROOT}" 2>/dev/null; printf 'df=%s\\n' "$(df -Pk "$HOME/${REMOTE_ROOT}" 2>/dev/null | awk 'NR==2{print $4}')"`,
     ALIVE_FN,
-    `P=$(cat ${stateDir}/agent.pid 2>/dev/null); if alive "$P"; then printf 'alive=%s\\n' "$P"; fi`,
+    `P=$(cat ${stateDir}/agent.pid 2>/dev/null); if alive "$P"; then printf 'alive=%s\\n' "$P"; printf 'ready=%s\\n' "$(tr -d '\\n' < ${stateDir}/ready.json 2>/dev/null)"; fi`,
     `true`,
   ].join("\n");
 }
@@ -297,6 +316,7 @@ interface HostCtx {
   conn?: SshConnection;
   probe?: Probe;
   want: Record<string, string>;
+  inputs?: StepInputs;
   run: string[];
   nodeBin?: string;
   agentDir?: string;
@@ -345,11 +365,8 @@ function nodeAddress(n: NodeState): string {
 }
 
 async function defaultHeadConnector(o: { url: string; token: string; createConnection: () => Duplex }): Promise<HeadView> {
-  // The lead's client; loaded lazily so `tray exec` etc. do not pay for it.
-  // @ts-ignore -- resolved at run time (src/client/head-client.ts)
-  const mod: any = await import("../client/head-client.js");
-  const c = await mod.HeadClient.connect({ url: o.url, token: o.token, createConnection: o.createConnection });
-  return c as HeadView;
+  const { HeadClient } = await import("../client/head-client.js");
+  return HeadClient.connect({ url: o.url, token: o.token, createConnection: o.createConnection, timeoutMs: 5000 });
 }
 
 export async function upRemote(config: ClusterConfig, provider: Provider, opts: UpRemoteOptions, progress: Progress): Promise<UpRemoteResult> {
@@ -366,7 +383,9 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     const token = ensureToken(name);
     saveSshAuth(name, { user: auth.ssh_user, privateKeyPath: auth.ssh_private_key, ...(config.provider.known_hosts_file ? { knownHostsFile: config.provider.known_hosts_file } : {}) });
     const bundle = agentBundle(findDistDir(opts.distDir));
-    const headPort = opts.headPort ?? (Number(process.env.TRAY_HEAD_PORT) || DEFAULT_HEAD_PORT);
+    const listenPort = opts.headPort ?? (Number(process.env.TRAY_HEAD_PORT) || DEFAULT_HEAD_PORT);
+    /** The head API's port once known (from the running head's ready file, or after starting it). */
+    let headPort = listenPort;
 
     // ---- machines: find what exists, create what is missing
     progress.log(`tray up ${name}: provider ${provider.name}`);
@@ -412,7 +431,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     const hosts: HostCtx[] = state.nodes
       .slice()
       .sort((a, b) => (a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === "head" ? -1 : 1))
-      .map((node) => ({ node, want: {}, run: [], report: { name: node.name, kind: node.kind, host: node.ssh?.host ?? nodeAddress(node), status: "skipped", ran: [] } }));
+      .map((node) => ({ node, want: {}, run: [], report: { name: node.name, kind: node.kind, host: node.ssh?.host ?? nodeAddress(node), status: "pending", ran: [] } }));
 
     const agentArgs = (h: HostCtx): string => {
       const n = h.node;
@@ -422,7 +441,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
         "--cluster", name,
         "--state-dir", h.stateDir!,
         "--token-file", `${h.stateDir}/token`,
-        "--listen", n.kind === "head" ? `${ip}:${headPort}` : `${ip}:0`,
+        "--listen", n.kind === "head" ? `${ip}:${listenPort}` : `${ip}:0`,
         ...(n.kind === "head" ? [] : ["--head", `ws://${state.head!.apiHost}:${headPort}`]),
         "--node-name", n.name,
         "--node-type", n.nodeType,
@@ -454,9 +473,10 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       const nodeVersion = process.version;
       h.nodeBin = useOwnNode ? `${p.home}/${REMOTE_ROOT}/node/bin/node` : p.nodePath!;
       const agentKey = `${bundle.hash} node=${useOwnNode ? `tray-${nodeVersion}-${process.arch}` : `host`}`;
-      const startLine = agentArgs(h);
-      h.want = stepHashes({ initialization: config.initialization_commands, mounts: mountsHash, setup: setupFor(n.kind), agent: agentKey, token, start: startLine });
-      h.run = stepsToRun(h.want, n.steps, { ...(opts.restartOnly ? { restartOnly: true } : {}), ...(opts.noRestart ? { noRestart: true } : {}), agentAlive: p.agentPid !== undefined });
+      // The start step is decided in start(): a worker's command line names the head's port.
+      h.inputs = { initialization: config.initialization_commands, mounts: mountsHash, setup: setupFor(n.kind), agent: agentKey, token, start: "" };
+      h.want = stepHashes(h.inputs);
+      h.run = stepsToRun(h.want, n.steps, { ...(opts.restartOnly ? { restartOnly: true } : {}), agentAlive: true }).filter((k) => k !== "start");
       // drop steps recorded for setup commands that no longer exist
       const steps: Record<string, string> = {};
       for (const [k, v] of Object.entries(n.steps ?? {})) if (k in h.want) steps[k] = v;
@@ -522,9 +542,13 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       }
     };
 
-    const start = async (h: HostCtx): Promise<void> => {
+    const start = async (h: HostCtx, force = false): Promise<void> => {
       const n = h.node;
+      h.want = stepHashes({ ...h.inputs!, start: agentArgs(h) });
+      const flags = { ...(opts.restartOnly ? { restartOnly: true } : {}), ...(opts.noRestart ? { noRestart: true } : {}), agentAlive: h.probe?.agentPid !== undefined };
+      if (force || stepsToRun(h.want, n.steps, flags).includes("start")) h.run.push("start");
       if (!h.run.includes("start")) {
+        if (n.kind === "head") headPort = portOf(h.probe?.ready?.listen) ?? state.head?.apiPort ?? listenPort;
         h.report.status = "unchanged";
         progress.update(n.name, "running", "unchanged");
         return;
@@ -538,6 +562,11 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
         throw new UserError(`${n.ssh?.host ?? n.name}: the tray agent ${why}; the end of ${h.stateDir}/agent.log:\n${indent(out || "(empty)")}`);
       }
       try { h.ready = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}"); } catch { h.ready = {}; }
+      if (n.kind === "head") {
+        const port = portOf(h.ready?.listen);
+        if (!port) throw new UserError(`${n.ssh?.host ?? n.name}: the head agent's ready file names no port (${r.stdout.trim().slice(0, 200)}).`);
+        headPort = port;
+      }
       n.steps = { ...(n.steps ?? {}), start: h.want.start! };
       h.report.ran.push("start");
       writeState(state);
@@ -552,7 +581,11 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     };
 
     // Prepare every host at once; start the head as soon as it is prepared (workers need it).
-    const headStarted = settle(headHost, prepare).then(() => settle(headHost, start));
+    const headStarted = settle(headHost, prepare).then(async () => {
+      await settle(headHost, start);
+      state.head = { ...state.head!, apiPort: headPort };
+      writeState(state);
+    });
     await Promise.all([
       headStarted,
       ...workers.map(async (w) => {
@@ -565,8 +598,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
           return;
         }
         // a restarted head: restart workers too, so they join it (unless --no-restart)
-        if (headHost.report.ran.includes("start") && !w.run.includes("start") && !opts.noRestart) w.run.push("start");
-        await settle(w, start);
+        await settle(w, (x) => start(x, headHost.report.ran.includes("start") && !opts.noRestart));
       }),
     ]);
 
@@ -596,7 +628,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     if (stale.length) await provider.terminateInstances(stale.map((n) => n.id));
 
     for (const h of hosts) h.conn?.close();
-    const failed = hosts.filter((h) => h.report.status === "failed" || h.report.status === "skipped");
+    const failed = hosts.filter((h) => h.report.status !== "joined" && h.report.status !== "unchanged");
     state.status = failed.length ? "failed" : "up";
     writeState(state);
     progress.done();

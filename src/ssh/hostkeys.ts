@@ -149,7 +149,12 @@ export function decideHostKey(i: HostKeyInput): HostKeyDecision {
     };
   }
   if (i.strict) {
-    return { action: "reject", message: `The host key of ${where} (${fp}) is not in ${i.knownHostsFile ?? "known_hosts"} and strict host key checking is on; add it there first.` };
+    return {
+      action: "reject",
+      message: i.knownHostsFile
+        ? `The host key of ${where} (${fp}) is not in ${i.knownHostsFile} and tray has none pinned for it; add it there, or run \`tray up\` to trust it on first use.`
+        : `tray has no pinned host key for ${where} (it presented ${fp}); run \`tray up\` first, which pins the keys of the cluster's hosts.`,
+    };
   }
   return { action: "pin" };
 }

@@ -81,7 +81,7 @@ describe("ssh layer against real sshd", { skip }, () => {
     saveSshAuth("keys", { user: "root", privateKeyPath: hosts[2]!.privateKeyPath });
     const node = { name: "keys-worker-1", ssh: { host: hosts[2]!.host, port: 22, user: "root" } };
     // not pinned and not pinning (exec on an unknown host): refused
-    await assert.rejects(connectNode(state, node), /not in known_hosts|strict/);
+    await assert.rejects(connectNode(state, node), /^UserError: tray has no pinned host key for 10\.77\.0\.13 \(it presented SHA256:\S+\); run `tray up` first/);
     const c1 = await connectNode(state, node, { pin: true });
     c1.close();
     assert.equal(state.hostKeys?.[`${hosts[2]!.host}:22`], hosts[2]!.hostKey);

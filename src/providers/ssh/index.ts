@@ -142,7 +142,9 @@ export function createProvider(config: {
   }
   const workerIps = Array.isArray(p.worker_ips) ? p.worker_ips.map(String) : [];
   const user = String(config.auth?.ssh_user ?? process.env.USER ?? "root");
-  const known: InstanceRecord[] = (readState(config.cluster_name)?.nodes ?? []).map((n) => ({
+  // Hosts of an earlier `up` that are still in the YAML (a host removed from it is released).
+  const listed = new Set([p.head_ip, ...workerIps]);
+  const known: InstanceRecord[] = (readState(config.cluster_name)?.nodes ?? []).filter((n) => listed.has(n.id) && (n.kind === "head") === (n.id === p.head_ip)).map((n) => ({
     id: n.id,
     name: n.name,
     kind: n.kind,
