@@ -878,7 +878,9 @@ export class NodeAgent {
     if (!a) return;
     if (err) {
       this.restartsExhausted(a);
-      this.actorDead(a, `its constructor threw: ${err.causeName ?? "Error"}: ${err.message}`);
+      // Calls already sent to the worker fail with the cause too, and the actor's resources
+      // come back (actorDead alone left both to the worker's exit, which no longer counts).
+      this.actorDeadAndRelease(a, `its constructor threw: ${err.causeName ?? "Error"}: ${err.message}`);
       conn.worker?.proc.kill("SIGKILL");
       return;
     }
