@@ -11,6 +11,10 @@ import { JobManager } from "./head/jobs.js";
 import { startApi } from "./head/api.js";
 import { runWorker } from "./worker/worker.js";
 import { runDriver } from "./worker/driver.js";
+import http from "node:http";
+import { Distributed } from "./node/distributed.js";
+import { acceptPeers } from "./cluster/membership.js";
+import type { NodeView } from "../src/protocol/cluster.js";
 
 function parseArgs(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -65,8 +69,32 @@ async function runAgent(argv: string[]): Promise<void> {
   await agent.start();
 
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let peerServer: http.Server | undefined;
   let store: ControlStore | undefined;
   let jobs: JobManager | undefined;
+  let listenPort = port;
+  const selfView = (): NodeView => {
+    const me = agent.nodeInfo();
+    return {
+      nodeId,
+      name: me.name,
+      nodeType: me.nodeType,
+      ip: me.address,
+      port: listenPort,
+      isHead: role === "head",
+      alive: true,
+      total: me.resources,
+      available: me.available,
+      queued: me.queuedCount,
+      lastSeen: Date.now(),
+      gpus: me.gpus,
+      store: me.store,
+      pending: me.pending,
+      workers: me.workers,
+    };
+  };
+  const net = new Distributed(agent, token, selfView);
+  agent.net = net;
   if (role === "head") {
     store = new ControlStore(stateDir);
     jobs = new JobManager(store, agent);
@@ -75,29 +103,45 @@ async function runAgent(argv: string[]): Promise<void> {
     agent.head = {
       onJobLog: (job, stream, line) => j.log(job, stream, line),
       onJobDone: (job, ok, err, result) => j.reported(job, ok, err, result),
-      nodes: () => [agent.nodeInfo()],
+      nodes: () => agent.clusterNodes(),
     };
     api = await startApi(
       {
         token,
         jobs: j,
         store: st,
-        nodes: () => [agent.nodeInfo()],
+        nodes: () => agent.clusterNodes(),
         status: () => ({
           cluster,
-          nodes: [agent.nodeInfo()],
+          nodes: agent.clusterNodes(),
           actors: agent.actorList(),
           jobs: st.listJobs(20),
         }),
+        // Node agents join on the same port, at /peer, with the same token.
+        peerUpgrade: (srv) => acceptPeers(srv, token, (l) => net.accept(l)),
       },
       host,
       port,
     );
+    listenPort = api.port;
+    net.startHead();
   } else {
-    throw new Error("role node (joining a head) arrives with multi-node support; run --role head");
+    if (!a.head) throw new Error("--head ws://HOST:PORT is required for --role node");
+    peerServer = http.createServer((_q, r) => r.writeHead(426).end());
+    const onUpgrade = acceptPeers(peerServer, token, (l) => net.accept(l));
+    peerServer.on("upgrade", (req, socket, h) => {
+      if (!onUpgrade(req, socket, h)) socket.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      peerServer!.once("error", reject);
+      peerServer!.listen(port, host, () => resolve());
+    });
+    listenPort = (peerServer.address() as { port: number }).port;
+    const headUrl = a.head.replace(/\/+$/, "") + "/peer";
+    await net.startNode(headUrl);
   }
 
-  const ready = { pid: process.pid, nodeId, listen: `${host}:${api.port}`, socket: agent.socketPath };
+  const ready = { pid: process.pid, nodeId, listen: `${host}:${listenPort}`, socket: agent.socketPath };
   if (a["ready-file"]) {
     const tmp = a["ready-file"] + ".tmp";
     fs.writeFileSync(tmp, JSON.stringify(ready));
@@ -112,6 +156,8 @@ async function runAgent(argv: string[]): Promise<void> {
     console.log(`tray agent stopping (${sig})`);
     jobs?.stopAll();
     api?.close();
+    peerServer?.close();
+    net.stop();
     await agent.stop();
     store?.close();
     process.exit(0);

@@ -14,6 +14,8 @@ export interface ApiDeps {
   store: ControlStore;
   nodes(): unknown[];
   status(): unknown;
+  /** Other upgrade paths on the same port (node agents joining at /peer). */
+  peerUpgrade?: (server: http.Server) => (req: http.IncomingMessage, socket: any, head: Buffer) => boolean;
 }
 
 function tokenOk(req: http.IncomingMessage, token: string): boolean {
@@ -37,7 +39,9 @@ export async function startApi(deps: ApiDeps, host: string, port: number): Promi
     res.end("tray head API: connect with a WebSocket and the cluster token\n");
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_API_FRAME_BYTES });
+  const peers = deps.peerUpgrade?.(server);
   server.on("upgrade", (req, socket, head) => {
+    if (peers?.(req, socket, head)) return;
     if (!tokenOk(req, deps.token)) {
       socket.end("HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nmissing or wrong cluster token\n");
       return;

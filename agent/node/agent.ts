@@ -30,7 +30,7 @@ export interface Conn {
   send(m: AgentToProc): void;
 }
 
-interface Task {
+export interface Task {
   id: string;
   fn: FnRef;
   args: ArgWire[];
@@ -52,9 +52,15 @@ interface Task {
   actor?: string;
   m?: string;
   infeasibleSince?: number;
+  /** Set on the node that runs a task owned by another node: where the result goes. */
+  remoteOwner?: string;
+  /** Set on the owner while the task runs on another node. */
+  remoteNode?: string;
+  /** Arguments as they arrived from another node (values or local locations). */
+  pre?: ResolvedArg[];
 }
 
-interface Actor {
+export interface Actor {
   id: string;
   fn: FnRef;
   args: ArgWire[];
@@ -75,6 +81,12 @@ interface Actor {
   detached: boolean;
   /** Handles created with getIfExists/name collisions point here. */
   aliasOf?: string;
+  /** Owner side: the actor lives on another node. */
+  home?: string;
+  /** Host side: the node that created (owns) this actor. */
+  remoteOwner?: string;
+  /** Host side: constructor arguments as they arrived (values or local locations). */
+  pre?: ResolvedArg[];
 }
 
 export interface HeadHooks {
@@ -109,15 +121,20 @@ export class NodeAgent {
   private readonly gpuFree: number[];
   private server?: net.Server;
   private connSeq = 0;
-  private readonly conns = new Set<Conn>();
-  private readonly workers = new Map<string, WorkerProc>();
-  private readonly tasks = new Map<string, Task>();
-  private readonly queues = new Map<string, Task[]>();
+  readonly conns = new Set<Conn>();
+  readonly workers = new Map<string, WorkerProc>();
+  readonly tasks = new Map<string, Task>();
+  readonly queues = new Map<string, Task[]>();
   private readonly leases = new Map<string, Set<WorkerProc>>();
   private readonly clsMs = new Map<string, number>();
-  private readonly actors = new Map<string, Actor>();
-  private readonly named = new Map<string, string>();
-  private readonly infeasible = new Set<Task>();
+  readonly actors = new Map<string, Actor>();
+  /** Named actors (authoritative on the head): "namespace/name" -> actor id and class. */
+  readonly named = new Map<string, { id: string; c: string }>();
+  /** Calls to actors that live on other nodes, in submission order per actor. */
+  private readonly remoteCalls = new Map<string, Task[]>();
+  private readonly locating = new Set<string>();
+  net?: import("./distributed.js").Distributed;
+  readonly infeasible = new Set<Task>();
   private scheduled = false;
   private lastGcHint = 0;
   private readonly prestart: number;
@@ -141,7 +158,13 @@ export class NodeAgent {
     this.gpuFree = opts.gpus.map(() => 1);
     this.prestart = Math.max(1, Math.min(Math.floor(opts.resources.CPU ?? 1), 8));
     this.objects.onFree = (e) => {
-      if (e.loc) this.store.free(e.id, e.loc);
+      if (e.lineage) this.holdArgs((e.lineage as Task).args, -1);
+      if (e.borrowed) {
+        this.net?.released(e);
+        return;
+      }
+      if (e.loc && e.loc.node === this.opts.nodeId) this.store.free(e.id, e.loc);
+      this.net?.freedOwned(e.id);
     };
   }
 
@@ -193,6 +216,14 @@ export class NodeAgent {
       readyItems: [],
       send: (m) => writer.send(m),
       notify: (id, e) => {
+        if (e.loc && this.net && e.loc.node !== this.opts.nodeId) {
+          // Lives on another node: copy it here first, processes read only local files.
+          this.net.localize(e).then(
+            () => conn.notify(id, e),
+            (err) => conn.notify(id, lostEntry(id, this.opts.nodeName, `its copy on another node could not be fetched (${err.message})`)),
+          );
+          return;
+        }
         if (conn.readyItems.length === 0) setImmediate(() => this.flushReady(conn));
         conn.readyItems.push(readyItem(id, e));
       },
@@ -273,7 +304,10 @@ export class NodeAgent {
       case "addref":
         for (const id of m.ids) {
           if (conn.held.has(id)) continue;
-          if (!this.objects.get(id)) continue;
+          if (!this.objects.get(id)) {
+            if (!this.net || this.net.ownerOf(id) === this.opts.nodeId) continue;
+            this.net.borrow(id);
+          }
           conn.held.add(id);
           this.objects.incr(id);
         }
@@ -330,20 +364,20 @@ export class NodeAgent {
         this.cancel(m.id, m.force, m.recursive);
         return;
       case "getActor": {
-        const id = this.named.get(`${m.namespace}/${m.name}`);
-        const a = id ? this.actors.get(id) : undefined;
-        if (!a || a.state === "dead") {
-          conn.send({ t: "rep", rid: m.rid, err: { kind: "TaskError", causeName: "ValueError", message: `no actor named "${m.name}" in namespace "${m.namespace}"` } });
-        } else {
-          conn.send({ t: "rep", rid: m.rid, value: { id: a.id, c: a.fn.n } });
-        }
+        const key = `${m.namespace}/${m.name}`;
+        const missing = { kind: "TaskError", causeName: "ValueError", message: `no actor named "${m.name}" in namespace "${m.namespace}"` };
+        const answer = (found: { id: string; c: string } | undefined) =>
+          conn.send(found ? { t: "rep", rid: m.rid, value: found } : { t: "rep", rid: m.rid, err: missing });
+        const headLink = !this.head && this.net?.headLink();
+        if (headLink) headLink.request<{ id: string; c: string } | undefined>({ t: "lookupName", key }).then(answer, () => answer(undefined));
+        else answer(this.lookupName(key));
         return;
       }
       case "cluster": {
         let value: unknown;
-        if (m.what === "nodes") value = this.head ? this.head.nodes() : [this.nodeInfo()];
-        else if (m.what === "total") value = { ...this.total };
-        else value = { ...this.available };
+        const all = this.clusterNodes();
+        if (m.what === "nodes") value = all;
+        else value = sumResources(all.filter((n) => n.alive).map((n) => (m.what === "total" ? n.resources : n.available)));
         conn.send({ t: "rep", rid: m.rid, value });
         return;
       }
@@ -367,7 +401,40 @@ export class NodeAgent {
       store: this.store.stats(),
       workers: this.workers.size,
       pending: this.pendingDemand(),
+      queuedCount: this.queuedCount(),
     };
+  }
+
+  /** Tasks waiting in this node's queues (cheap: one addition per scheduling class). */
+  queuedCount(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.length;
+    return n;
+  }
+
+  /** Every node as users see it (nodes(), tray status): from the cluster view when clustered. */
+  clusterNodes(): Array<ReturnType<NodeAgent["nodeInfo"]>> {
+    if (!this.net) return [this.nodeInfo()];
+    const me = this.nodeInfo();
+    return this.net.nodeViews().map((v) =>
+      v.nodeId === me.nodeId
+        ? me
+        : {
+            nodeId: v.nodeId,
+            name: v.name,
+            nodeType: v.nodeType,
+            address: v.ip,
+            alive: v.alive,
+            isHead: v.isHead,
+            resources: v.total,
+            available: v.available,
+            gpus: (v.gpus ?? []) as GpuInfo[],
+            store: v.store as ReturnType<ObjectStore["stats"]>,
+            workers: v.workers ?? 0,
+            pending: (v.pending ?? []) as ReturnType<NodeAgent["pendingDemand"]>,
+            queuedCount: v.queued,
+          },
+    );
   }
 
   pendingDemand(): Array<{ resources: Resources; count: number; infeasible: boolean }> {
@@ -383,8 +450,16 @@ export class NodeAgent {
     return [...out.values()];
   }
 
-  private subscribe(conn: Conn, id: string): void {
+  subscribe(conn: Conn, id: string): void {
     let e = this.objects.get(id);
+    if (!e && this.net && this.net.ownerOf(id) !== this.opts.nodeId) {
+      // Owned by another node: borrow it (counted there) and learn when it is ready.
+      e = this.net.borrow(id);
+      if (!conn.held.has(id)) {
+        conn.held.add(id);
+        this.objects.incr(id);
+      }
+    }
     if (!e) {
       const gen = generatorItemOf(id);
       const t = gen ? this.tasks.get(gen) : undefined;
@@ -437,7 +512,7 @@ export class NodeAgent {
     this.resolveDeps(task, () => this.enqueue(task));
   }
 
-  private holdArgs(args: ArgWire[], dir: 1 | -1): void {
+  holdArgs(args: ArgWire[], dir: 1 | -1): void {
     for (const a of args) {
       const ids = "ref" in a ? [a.ref] : (a.v.r ?? []);
       for (const id of ids) dir > 0 ? this.objects.incr(id) : this.objects.decr(id);
@@ -445,7 +520,7 @@ export class NodeAgent {
   }
 
   /** Wait until every ref argument is ready, then call `go` (once). */
-  private resolveDeps(task: Task, go: () => void): void {
+  resolveDeps(task: Task, go: () => void): void {
     for (const a of task.args) {
       if (!("ref" in a)) continue;
       const e = this.objects.get(a.ref);
@@ -466,8 +541,57 @@ export class NodeAgent {
     if (task.depsLeft === 0) go();
   }
 
-  private enqueue(task: Task): void {
+  enqueue(task: Task): void {
     if (task.state === "done") return;
+    if (this.net && !task.remoteOwner) {
+      const p = this.net.place(task.res, task.o.strategy);
+      if ("error" in p) {
+        this.finish(task, { err: { kind: "InfeasibleTaskError", message: `${task.fn.n} cannot be scheduled: ${p.error}` } });
+        return;
+      }
+      if ("node" in p && p.node !== this.opts.nodeId) {
+        this.net.forwardTask(task, p.node);
+        return;
+      }
+      if ("node" in p) {
+        // Runs here: arguments whose only copy is on another node are copied first.
+        const remote = this.remoteArgEntries(task);
+        if (remote.length) {
+          task.state = "deps";
+          Promise.all(remote.map((e) => this.net!.localize(e))).then(
+            () => this.enqueueLocal(task),
+            (err) => this.finish(task, { err: { kind: "ObjectLostError", message: `an argument of ${task.fn.n} could not be fetched: ${err.message}` } }),
+          );
+          return;
+        }
+      }
+    }
+    this.enqueueLocal(task);
+  }
+
+  private remoteArgEntries(task: Task): ObjEntry[] {
+    const out: ObjEntry[] = [];
+    for (const a of task.args) {
+      if (!("ref" in a)) continue;
+      const e = this.objects.get(a.ref);
+      if (e?.loc && e.loc.node !== this.opts.nodeId) out.push(e);
+    }
+    return out;
+  }
+
+  /** Can some node of the cluster ever provide this demand? */
+  canEverRun(res: Resources): boolean {
+    if (feasible(this.total, res)) return true;
+    return !!this.net && this.net.nodeViews().some((n) => n.alive && feasible(n.total, res));
+  }
+
+  /** Queue a task on this node (placement already decided). */
+  enqueueLocal(task: Task): void {
+    if (task.state === "done") return;
+    if (task.remoteOwner && !feasible(this.total, task.res)) {
+      this.finish(task, { err: { kind: "InfeasibleTaskError", message: `${task.fn.n} was sent to node ${this.opts.nodeName}, which can never provide ${describe(task.res)}` } });
+      return;
+    }
     if (!feasible(this.total, task.res)) {
       task.state = "queued";
       task.infeasibleSince = Date.now();
@@ -481,7 +605,7 @@ export class NodeAgent {
     this.kick();
   }
 
-  private resolvedArgs(args: ArgWire[]): ResolvedArg[] {
+  resolvedArgs(args: ArgWire[]): ResolvedArg[] {
     return args.map((a) => {
       if (!("ref" in a)) return a;
       const e = this.objects.get(a.ref);
@@ -587,7 +711,9 @@ export class NodeAgent {
       agentScript: this.opts.agentScript,
       env: this.baseEnv(),
       onLine: (w, stream, line) => {
-        if (w.job) this.head?.onJobLog(w.job, stream, `(pid=${w.pid}) ${line}`);
+        const text = `(pid=${w.pid}${this.opts.isHead ? "" : `, node=${this.opts.nodeName}`}) ${line}`;
+        if (w.job && this.head) this.head.onJobLog(w.job, stream, text);
+        else if (w.job && this.net) this.net.sendJobLog(w.job, stream, text);
         else if (stream === "stderr") console.error(`[worker ${w.pid}] ${line}`);
       },
       onExit: (w, code, signal) => this.onWorkerExit(w, code, signal),
@@ -611,7 +737,7 @@ export class NodeAgent {
       return;
     }
     if (t.worker !== w || t.state !== "running") return; // moved or cancelled meanwhile
-    const msg: AgentToProc = { t: "task", id: t.id, fn: t.fn, args: this.resolvedArgs(t.args), g: t.g, job: t.job, ns: t.o.ns };
+    const msg: AgentToProc = { t: "task", id: t.id, fn: t.fn, args: t.pre ?? this.resolvedArgs(t.args), g: t.g, job: t.job, ns: t.o.ns };
     if (w.lease?.gpus.length) (msg as any).gpus = w.lease.gpus.map((i) => this.opts.gpus[i]!.index);
     conn.send(msg);
   }
@@ -664,12 +790,27 @@ export class NodeAgent {
   }
 
   /** Complete a task: its result (or error) becomes its object; holds on args are dropped. */
-  private finish(t: Task, r: { v?: Tagged; loc?: StoredLoc; err?: WireError }): void {
+  finish(t: Task, r: { v?: Tagged; loc?: StoredLoc; err?: WireError }): void {
     if (t.state === "done") return;
     t.state = "done";
     this.tasks.delete(t.id);
     this.infeasible.delete(t);
-    this.holdArgs(t.args, -1);
+    if (t.remoteOwner) {
+      // Ran here for a process on another node: the result goes to its owner.
+      let { v, loc, err } = r;
+      if (t.cancelled) {
+        if (loc) this.store.free(t.id, loc);
+        loc = v = undefined;
+        err = { kind: "TaskCancelledError", message: `${t.fn.n}${t.m ? "." + t.m : ""} (${t.id}) was cancelled` };
+      }
+      if (loc) this.store.add(t.id, loc);
+      this.net?.sendResult(t, { v, loc, err });
+      return;
+    }
+    const remoteResult = !!r.loc && r.loc.node !== this.opts.nodeId;
+    // A result whose only copy is on another node keeps its lineage (and its arguments) so
+    // it can be rebuilt if that node dies; the holds go when the object is freed.
+    if (!remoteResult || t.actor) this.holdArgs(t.args, -1);
     let v = r.v;
     let loc = r.loc;
     if (t.cancelled) {
@@ -681,22 +822,117 @@ export class NodeAgent {
     } else if (r.err) {
       v = encodeError(r.err);
     }
-    if (loc) this.store.add(t.id, loc);
-    this.objects.resolve(t.id, v, loc);
-    if (t.g) {
-      // items nobody subscribed to yet must still be answerable: nothing to do, they exist.
-    }
+    if (loc && loc.node === this.opts.nodeId) this.store.add(t.id, loc);
+    else if (loc) this.net?.recordRemoteCopy(t.id, loc);
+    const e = this.objects.resolve(t.id, v, loc);
+    if (e && remoteResult && !t.actor && !t.cancelled) e.lineage = t;
+    else if (remoteResult && !t.actor) this.holdArgs(t.args, -1);
     if (loc) this.maybeHintGc();
   }
 
   private onYield(m: Extract<ProcToAgent, { t: "yield" }>): void {
     const id = `${m.id}#${m.i}`;
     const t = this.tasks.get(m.id);
-    // The submitter holds generator items: count it once for its process.
+    if (t?.remoteOwner) {
+      if (m.loc) this.store.add(id, m.loc);
+      this.net?.sendYield(t, m.i, m.v, m.loc);
+      t.genCount = m.i + 1;
+      return;
+    }
+    this.onRemoteYield(m.id, m.i, m.v, m.loc);
+  }
+
+  /** A generator item (from our worker, or from the node running the generator). */
+  onRemoteYield(taskId: string, i: number, v?: Tagged, loc?: StoredLoc): void {
+    const id = `${taskId}#${i}`;
+    const t = this.tasks.get(taskId);
     const e = this.objects.get(id) ?? this.objects.create(id, 1);
-    if (m.loc) this.store.add(id, m.loc);
-    this.objects.resolve(e.id, m.v, m.loc);
-    if (t) t.genCount = m.i + 1;
+    if (loc && loc.node === this.opts.nodeId) this.store.add(id, loc);
+    else if (loc) this.net?.recordRemoteCopy(id, loc);
+    this.objects.resolve(e.id, v, loc);
+    if (t) t.genCount = i + 1;
+  }
+
+  /** The result of a task or actor call we forwarded to another node. */
+  onRemoteResult(id: string, r: { v?: Tagged; loc?: StoredLoc; err?: WireError }): void {
+    const t = this.tasks.get(id);
+    if (!t || t.state === "done") return;
+    t.remoteNode = undefined;
+    if (r.err && !t.actor && t.o.retryExceptions && t.retriesLeft > 0 && !t.cancelled && r.err.kind === "TaskError") {
+      t.retriesLeft--;
+      this.enqueue(t);
+      return;
+    }
+    this.finish(t, r);
+  }
+
+  /** A borrowed object became ready at its owner. */
+  onRemoteReady(id: string, v?: Tagged, loc?: StoredLoc): void {
+    const e = this.objects.get(id);
+    if (!e || e.s === 1) return;
+    this.objects.resolve(id, v, loc);
+  }
+
+  /** Another node died: what ran there is retried or failed, what lived there rebuilt or lost. */
+  onNodeDied(nodeId: string, name: string): void {
+    for (const t of [...this.tasks.values()]) {
+      if (t.remoteNode !== nodeId || t.state === "done") continue;
+      t.remoteNode = undefined;
+      if (t.actor) {
+        this.finish(t, { err: { kind: "ActorDiedError", message: `${t.fn.n}.${t.m} failed: node ${name}, where its actor lived, died` } });
+      } else if (t.retriesLeft > 0 && !t.cancelled) {
+        t.retriesLeft--;
+        t.state = "queued";
+        this.enqueue(t);
+      } else {
+        this.finish(t, { err: { kind: "NodeDiedError", message: `${t.fn.n} failed: node ${name} died while running it and its retries are used up` } });
+      }
+    }
+    for (const e of [...this.objects.entries.values()]) {
+      if (e.s !== 1 || !e.loc || e.loc.node !== nodeId) continue;
+      if (e.borrowed) {
+        // The owner rebuilds or reports it; ask again.
+        e.s = 0;
+        e.loc = undefined;
+        this.net?.sendTo(this.net.ownerOf(e.id), { t: "sub", ids: [e.id] });
+        continue;
+      }
+      const lin = e.lineage as Task | undefined;
+      e.loc = undefined;
+      if (lin && lin.retriesLeft > 0) {
+        // Rebuild from lineage: run the task that made it again (its arguments are still held).
+        e.s = 0;
+        e.lineage = undefined;
+        const again: Task = { ...lin, state: "deps", depsLeft: 0, worker: undefined, remoteNode: undefined, retriesLeft: lin.retriesLeft - 1 };
+        this.tasks.set(again.id, again);
+        this.resolveDeps(again, () => this.enqueue(again));
+      } else {
+        e.v = encodeError({
+          kind: "ObjectLostError",
+          message: `object ${e.id} was lost: its only copy was on node ${name}, which died${lin ? ", and the task that made it has no retries left" : " (objects made with put() cannot be rebuilt)"}`,
+        });
+      }
+    }
+    for (const a of this.actors.values()) {
+      if (a.home !== nodeId || a.state === "dead") continue;
+      a.home = undefined;
+      if (a.restartsLeft > 0) {
+        a.restartsLeft--;
+        a.state = "restarting";
+        this.placeActorInCluster(a);
+      } else {
+        this.actorDead(a, `node ${name}, where it lived, died`);
+      }
+    }
+    this.kick();
+  }
+
+  killActorById(id: string, noRestart: boolean): void {
+    this.killActor(id, noRestart, "it was killed with kill()");
+  }
+
+  cancelTask(id: string, force: boolean): void {
+    this.cancel(id, force, false);
   }
 
   private onBlocked(conn: Conn, returned: string[]): void {
@@ -761,7 +997,7 @@ export class NodeAgent {
     this.kick();
   }
 
-  private cancel(id: string, force: boolean, recursive: boolean): void {
+  cancel(id: string, force: boolean, recursive: boolean): void {
     const t = this.tasks.get(id);
     if (recursive) for (const c of this.tasks.values()) if (c.parent === id) this.cancel(c.id, force, true);
     if (!t || t.state === "done") return;
@@ -773,6 +1009,10 @@ export class NodeAgent {
       this.finish(t, {});
       return;
     }
+    if (t.remoteNode) {
+      this.net?.sendTo(t.remoteNode, { t: "cancel", id, force });
+      return;
+    }
     const w = t.worker;
     if (!w) return;
     if (force && !t.actor) {
@@ -782,7 +1022,7 @@ export class NodeAgent {
     }
   }
 
-  private jobOf(conn: Conn): string {
+  jobOf(conn: Conn): string {
     return conn.jobId ?? conn.worker?.job ?? JOB_LESS;
   }
 
@@ -805,35 +1045,149 @@ export class NodeAgent {
       detached: !!m.o.detached,
     };
     this.actors.set(a.id, a);
-    if (m.o.name) {
-      const key = `${m.o.namespace}/${m.o.name}`;
-      const existing = this.named.get(key);
-      const ex = existing ? this.actors.get(existing) : undefined;
-      if (ex && ex.state !== "dead") {
-        if (m.o.getIfExists) {
-          a.aliasOf = ex.id;
-          a.state = ex.state;
-          return;
-        }
-        a.state = "dead";
-        a.deathCause = `an actor named "${m.o.name}" already exists in namespace "${m.o.namespace}"; pass getIfExists: true to reuse it`;
-        return;
-      }
-      a.name = String(m.o.name);
-      a.namespace = String(m.o.namespace);
-      this.named.set(key, a.id);
+    if (!m.o.name) {
+      this.startActor(a);
+      return;
     }
+    const key = `${m.o.namespace}/${m.o.name}`;
+    this.claimName(key, a, !!m.o.getIfExists).then(
+      (r) => {
+        if ("ok" in r) {
+          a.name = String(m.o.name);
+          a.namespace = String(m.o.namespace);
+          this.startActor(a);
+        } else if ("existing" in r) {
+          // getIfExists: this handle stands for the existing actor; calls made meanwhile follow it.
+          a.aliasOf = r.existing;
+          const queued = a.queue;
+          a.queue = [];
+          for (const t of queued) {
+            t.actor = r.existing;
+            this.routeCall(t);
+          }
+        } else {
+          this.actorDead(a, r.conflict);
+        }
+      },
+      (e) => this.actorDead(a, `its name could not be registered with the head: ${(e as Error).message}`),
+    );
+  }
+
+  private claimName(key: string, a: Actor, getIfExists: boolean): Promise<{ ok: true } | { existing: string } | { conflict: string }> {
+    const headLink = !this.head && this.net?.headLink();
+    if (headLink) return headLink.request({ t: "nameActor", key, actor: a.id, node: this.opts.nodeId, className: a.fn.n, getIfExists });
+    return Promise.resolve(this.registerName(key, a.id, getIfExists, a.fn.n));
+  }
+
+  /** Head (or a lone node): claim a name for an actor. */
+  registerName(key: string, actorId: string, getIfExists: boolean, className = "actor"): { ok: true } | { existing: string } | { conflict: string } {
+    const ex = this.named.get(key);
+    if (ex && this.actors.get(ex.id)?.state !== "dead") {
+      if (getIfExists) return { existing: ex.id };
+      const [ns, name] = [key.slice(0, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+      return { conflict: `an actor named "${name}" already exists in namespace "${ns}"; pass getIfExists: true to reuse it` };
+    }
+    this.named.set(key, { id: actorId, c: className });
+    return { ok: true };
+  }
+
+  lookupName(key: string): { id: string; c: string } | undefined {
+    const ex = this.named.get(key);
+    if (!ex || this.actors.get(ex.id)?.state === "dead") return undefined;
+    return ex;
+  }
+
+  dropName(key: string, actorId: string): void {
+    if (this.named.get(key)?.id === actorId) this.named.delete(key);
+  }
+
+  private startActor(a: Actor): void {
     this.holdArgs(a.args, +1);
-    if (!feasible(this.total, a.res)) {
+    if (!this.canEverRun(a.res)) {
       this.actorDead(a, `no node can ever provide its resources ${describe(a.res)} (this node has ${describe(this.total)})`);
       return;
     }
-    const fake: Task = { id: a.id, fn: a.fn, args: a.args, res: a.res, o: {}, g: 0, job, cls: "", envKey: "", retriesLeft: 0, depsLeft: 0, state: "deps" };
-    this.resolveDeps(fake, () => this.placeActor(a));
+    const fake: Task = { id: a.id, fn: a.fn, args: a.args, res: a.res, o: {}, g: 0, job: a.job, cls: "", envKey: "", retriesLeft: 0, depsLeft: 0, state: "deps" };
+    this.resolveDeps(fake, () => this.placeActorInCluster(a));
+  }
+
+  /** Pick the actor's node: here, or another node through the cluster view. */
+  private placeActorInCluster(a: Actor): void {
+    if (this.net && !a.remoteOwner) {
+      const p = this.net.place(a.res, a.o.strategy);
+      if ("error" in p) {
+        this.actorDead(a, p.error);
+        return;
+      }
+      if ("node" in p && p.node !== this.opts.nodeId) {
+        this.net.forwardActor(a, p.node);
+        const queued = a.queue;
+        a.queue = [];
+        for (const t of queued) this.routeCall(t);
+        return;
+      }
+    }
+    this.placeActor(a);
+  }
+
+  /** Host side: an actor created by another node runs here. */
+  hostActor(spec: { id: string; fn: FnRef; res: Resources; o: Record<string, any>; job: string; owner: string }): Actor {
+    const a: Actor = {
+      id: spec.id,
+      fn: spec.fn,
+      args: [],
+      res: spec.res,
+      o: spec.o,
+      job: spec.job,
+      state: "pending",
+      gpus: [],
+      restartsLeft: typeof spec.o.maxRestarts === "number" ? (spec.o.maxRestarts < 0 ? Infinity : spec.o.maxRestarts) : 0,
+      queue: this.actors.get(spec.id)?.queue ?? [],
+      inFlight: new Map(),
+      detached: !!spec.o.detached,
+      remoteOwner: spec.owner,
+    };
+    this.actors.set(a.id, a);
+    return a;
+  }
+
+  /** Owner side: the node hosting one of our actors reports a change. */
+  onRemoteActorState(actorId: string, state: string, _node: string, cause?: string): void {
+    const a = this.actors.get(actorId);
+    if (!a || a.state === "dead") return;
+    if (state === "dead") {
+      a.home = undefined;
+      this.actorDead(a, cause ?? "it died on its node");
+    } else if (state === "alive") {
+      a.state = "alive";
+    }
+  }
+
+  /** Host side: a call from another node's process. */
+  acceptRemoteCall(id: string, actorId: string, method: string, args: ResolvedArg[], caller: string, localize: (a: ResolvedArg[]) => Promise<ResolvedArg[]>): void {
+    const a = this.actors.get(actorId);
+    const t: Task = {
+      id, fn: a?.fn ?? { n: "actor" }, args: [], res: {}, o: {}, g: 0, job: a?.job ?? "", cls: "", envKey: "",
+      retriesLeft: 0, depsLeft: 1, state: "deps", actor: actorId, m: method, remoteOwner: caller,
+    };
+    if (!a || a.state === "dead") {
+      this.finish(t, { err: { kind: "ActorDiedError", message: a ? `${a.fn.n} actor ${a.id} is dead: ${a.deathCause}` : `actor ${actorId} does not live on node ${this.opts.nodeName}` } });
+      return;
+    }
+    this.tasks.set(t.id, t);
+    a.queue.push(t);
+    localize(args).then(
+      (pre) => {
+        t.pre = pre;
+        t.depsLeft = 0;
+        this.pumpActor(a);
+      },
+      (e) => this.finish(t, { err: { kind: "ObjectLostError", message: `an argument of ${a.fn.n}.${method} could not be fetched: ${(e as Error).message}` } }),
+    );
   }
 
   /** Start (or restart) the actor's process once its resources are free. */
-  private placeActor(a: Actor): void {
+  placeActor(a: Actor): void {
     if (a.state === "dead") return;
     if (!fits(this.available, a.res)) {
       setTimeout(() => this.placeActor(a), 50).unref();
@@ -863,7 +1217,7 @@ export class NodeAgent {
         t: "actorInit",
         actor: a.id,
         fn: a.fn,
-        args: this.resolvedArgs(a.args),
+        args: a.pre ?? this.resolvedArgs(a.args),
         gpus: gpus.map((i) => this.opts.gpus[i]!.index),
         maxConcurrency: typeof a.o.maxConcurrency === "number" ? a.o.maxConcurrency : 1,
         ns: a.o.ns,
@@ -885,6 +1239,7 @@ export class NodeAgent {
       return;
     }
     a.state = "alive";
+    if (a.remoteOwner) this.net?.sendTo(a.remoteOwner, { t: "actorState", actor: a.id, state: "alive", node: this.opts.nodeId });
   }
 
   private restartsExhausted(a: Actor): void {
@@ -912,22 +1267,95 @@ export class NodeAgent {
       actor: m.actor,
       m: m.m,
     };
-    if (!a) {
-      this.finish(t, { err: { kind: "ActorDiedError", message: `actor ${m.actor} does not exist on this cluster` } });
-      return;
-    }
-    if (a.state === "dead") {
-      this.finish(t, { err: { kind: "ActorDiedError", message: `${a.fn.n} actor ${a.id} is dead: ${a.deathCause}` } });
-      return;
-    }
     this.tasks.set(t.id, t);
     this.holdArgs(t.args, +1);
-    a.queue.push(t);
-    this.resolveDeps(t, () => this.pumpActor(a!));
+    this.routeCall(t);
+  }
+
+  /** Queue a call where its actor is: here, or (in order) towards the node that hosts it. */
+  routeCall(t: Task): void {
+    let id = t.actor!;
+    let a = this.actors.get(id);
+    while (a?.aliasOf) {
+      id = a.aliasOf;
+      a = this.actors.get(id);
+    }
+    t.actor = id;
+    if (a && !a.home) {
+      if (a.state === "dead") {
+        this.finish(t, { err: { kind: "ActorDiedError", message: `${a.fn.n} actor ${a.id} is dead: ${a.deathCause}` } });
+        return;
+      }
+      t.fn = a.fn;
+      if (typeof a.o.maxTaskRetries === "number") t.retriesLeft = a.o.maxTaskRetries;
+      a.queue.push(t);
+      this.resolveDeps(t, () => this.pumpActor(a!));
+      return;
+    }
+    if (!this.net) {
+      this.finish(t, { err: { kind: "ActorDiedError", message: `actor ${id} does not exist on this cluster` } });
+      return;
+    }
+    let q = this.remoteCalls.get(id);
+    if (!q) this.remoteCalls.set(id, (q = []));
+    q.push(t);
+    this.resolveDeps(t, () => this.pumpRemoteCalls(id));
+    this.pumpRemoteCalls(id);
+  }
+
+  private pumpRemoteCalls(actorId: string): void {
+    const q = this.remoteCalls.get(actorId);
+    if (!q || this.locating.has(actorId) || !this.net) return;
+    const local = this.actors.get(actorId);
+    while (q.length) {
+      const t = q[0]!;
+      if (t.state === "done") {
+        q.shift();
+        continue;
+      }
+      if (t.depsLeft > 0) return;
+      if (local?.state === "dead") {
+        q.shift();
+        this.finish(t, { err: { kind: "ActorDiedError", message: `${local.fn.n} actor ${actorId} is dead: ${local.deathCause}` } });
+        continue;
+      }
+      const home = local?.home ?? this.net.cachedHome(actorId);
+      if (!home) {
+        if (local && !local.home) {
+          // became local meanwhile
+          this.remoteCalls.delete(actorId);
+          for (const c of q) this.routeCall(c);
+          return;
+        }
+        if (local) return; // still being placed
+        this.locating.add(actorId);
+        this.net.locateActor(actorId).then(
+          (h) => {
+            this.locating.delete(actorId);
+            if (!h) {
+              const dead = this.remoteCalls.get(actorId) ?? [];
+              this.remoteCalls.delete(actorId);
+              for (const c of dead) this.finish(c, { err: { kind: "ActorDiedError", message: `actor ${actorId} is dead or unknown to its owner` } });
+              return;
+            }
+            this.pumpRemoteCalls(actorId);
+          },
+          (e) => {
+            this.locating.delete(actorId);
+            const dead = this.remoteCalls.get(actorId) ?? [];
+            this.remoteCalls.delete(actorId);
+            for (const c of dead) this.finish(c, { err: { kind: "ActorDiedError", message: `actor ${actorId} cannot be reached: ${(e as Error).message}` } });
+          },
+        );
+        return;
+      }
+      q.shift();
+      this.net.forwardCall(t, home);
+    }
   }
 
   /** Send queued calls in order, stopping at the first whose arguments are not ready. */
-  private pumpActor(a: Actor): void {
+  pumpActor(a: Actor): void {
     const w = a.worker;
     if (!w?.conn || (a.state !== "starting" && a.state !== "alive")) return;
     while (a.queue.length) {
@@ -941,7 +1369,7 @@ export class NodeAgent {
       t.state = "running";
       t.worker = w;
       a.inFlight.set(t.id, t);
-      (w.conn as Conn).send({ t: "actorCall", id: t.id, m: t.m!, args: this.resolvedArgs(t.args) });
+      (w.conn as Conn).send({ t: "actorCall", id: t.id, m: t.m!, args: t.pre ?? this.resolvedArgs(t.args) });
     }
   }
 
@@ -951,7 +1379,7 @@ export class NodeAgent {
     this.finish(t, m);
   }
 
-  private onActorWorkerDied(w: WorkerProc, cause: string): void {
+  onActorWorkerDied(w: WorkerProc, cause: string): void {
     const a = this.actors.get(w.actorId!);
     if (!a || a.worker !== w) return;
     a.worker = undefined;
@@ -982,19 +1410,35 @@ export class NodeAgent {
     if (a.state !== "dead") this.actorDead(a, cause);
   }
 
-  private actorDead(a: Actor, cause: string): void {
+  actorDead(a: Actor, cause: string): void {
     const wasHolding = a.state !== "pending" || a.worker;
     a.state = "dead";
     a.deathCause = cause;
     for (const t of a.queue) this.finish(t, { err: { kind: "ActorDiedError", message: `${a.fn.n}.${t.m} failed: the actor is dead (${cause})` } });
     a.queue = [];
-    if (a.name && this.named.get(`${a.namespace}/${a.name}`) === a.id) this.named.delete(`${a.namespace}/${a.name}`);
+    if (a.name) {
+      const key = `${a.namespace}/${a.name}`;
+      this.dropName(key, a.id);
+      if (!this.head) this.net?.headLink()?.send({ t: "dropName", key, actor: a.id });
+    }
     if (wasHolding !== undefined) this.holdArgs(a.args, -1);
+    if (a.remoteOwner) this.net?.sendTo(a.remoteOwner, { t: "actorState", actor: a.id, state: "dead", node: this.opts.nodeId, cause });
   }
 
-  private killActor(id: string, noRestart: boolean, cause: string): void {
+  killActor(id: string, noRestart: boolean, cause: string): void {
     let a = this.actors.get(id);
-    while (a?.aliasOf) a = this.actors.get(a.aliasOf);
+    while (a?.aliasOf) {
+      id = a.aliasOf;
+      a = this.actors.get(id);
+    }
+    if (this.net && (!a || a.home)) {
+      // It lives on another node: tell that node.
+      const home = a?.home;
+      const send = (h?: string) => h && this.net!.sendTo(h, { t: "kill", actor: id, noRestart });
+      if (home) send(home);
+      else void this.net.locateActor(id).then(send, () => {});
+      return;
+    }
     if (!a || a.state === "dead") return;
     if (noRestart) {
       a.restartsLeft = 0;
@@ -1006,7 +1450,7 @@ export class NodeAgent {
     }
   }
 
-  private actorDeadAndRelease(a: Actor, cause: string): void {
+  actorDeadAndRelease(a: Actor, cause: string): void {
     if (a.worker) {
       add(this.available, a.res);
       if (a.gpus.length) returnGpus(this.gpuFree, a.gpus, a.res.GPU ?? 0);
@@ -1022,7 +1466,8 @@ export class NodeAgent {
   // ------------------------------------------------------------------ jobs
 
   /** The job ended: stop its tasks, workers and (non-detached) actors. */
-  endJob(jobId: string): void {
+  endJob(jobId: string, broadcast = true): void {
+    if (broadcast && this.head) this.net?.broadcastEndJob(jobId);
     for (const t of [...this.tasks.values()]) {
       if (t.job !== jobId || t.state === "done") continue;
       t.cancelled = true;
@@ -1046,7 +1491,7 @@ export class NodeAgent {
   private tick(): void {
     const now = Date.now();
     for (const t of this.infeasible) {
-      if (feasible(this.total, t.res)) {
+      if (this.canEverRun(t.res) && !t.remoteOwner) {
         this.infeasible.delete(t);
         this.enqueue(t);
       } else if (now - t.infeasibleSince! > INFEASIBLE_GRACE_MS) {
@@ -1083,6 +1528,12 @@ export class NodeAgent {
   }
 }
 
+function sumResources(rs: Resources[]): Resources {
+  const out: Resources = {};
+  for (const r of rs) add(out, r);
+  return out;
+}
+
 function cpuPart(r: Resources): Resources {
   return r.CPU ? { CPU: r.CPU } : {};
 }
@@ -1096,12 +1547,12 @@ function readyItem(id: string, e: ObjEntry): { id: string; v?: Tagged; loc?: Sto
   return e.loc ? { id, loc: e.loc } : { id, v: e.v };
 }
 
-function lostEntry(id: string, node: string): ObjEntry {
+function lostEntry(id: string, node: string, why?: string): ObjEntry {
   return {
     id,
     s: 1,
     count: 0,
-    v: encodeError({ kind: "ObjectLostError", message: `object ${id} is not known on node ${node}: it was freed (no reference to it remained) or never created` }),
+    v: encodeError({ kind: "ObjectLostError", message: `object ${id} is lost on node ${node}: ${why ?? "it was freed (no reference to it remained) or never created"}` }),
   };
 }
 

@@ -13,6 +13,10 @@ export interface ObjEntry {
   count: number;
   /** Connections that asked to be told when it is ready. */
   subs?: Set<{ notify(id: string, e: ObjEntry): void }>;
+  /** Owned by another node; this entry stands for our borrowed reference and local copy. */
+  borrowed?: boolean;
+  /** Lineage: how to make it again (a task result whose only copy was on a node that died). */
+  lineage?: unknown;
   /** Callbacks waiting for readiness (task dependencies). */
   waiters?: Array<(e: ObjEntry) => void>;
 }

@@ -58,41 +58,86 @@ function tailOf(file: string): string {
 export async function upLocal(config: ClusterConfig, configPath: string, progress: Progress): Promise<LocalUpResult> {
   const name = config.cluster_name;
   const prev = readState(name);
-  const headPid = prev?.nodes.find((n) => n.kind === "head")?.pid;
-  if (prev?.status === "up" && headPid && pidAlive(headPid)) {
-    progress.update(`${name}-head`, "running", `already up (pid ${headPid})`);
-    return { state: prev, changed: false };
+  const prevHead = prev?.nodes.find((n) => n.kind === "head");
+  let state: ClusterState;
+  let changed = false;
+  if (prev?.status === "up" && prevHead?.pid && pidAlive(prevHead.pid) && prev.head) {
+    progress.update(prevHead.name, "running", `already up (pid ${prevHead.pid})`);
+    state = prev;
+  } else {
+    ensureToken(name);
+    const headType = config.available_node_types[config.head_node_type]!;
+    const dir = path.join(clusterDir(name), "head");
+    const headName = `${name}-head`;
+    progress.update(headName, "starting");
+    const args = [
+      "--role", "head",
+      "--cluster", name,
+      "--token-file", tokenPath(name),
+      "--listen", "127.0.0.1:0",
+      "--node-name", headName,
+      "--node-type", config.head_node_type,
+      "--resources", JSON.stringify(headType.resources),
+    ];
+    if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
+    const { pid, ready } = await startAgent(headName, args, dir);
+    const port = Number(ready.listen.split(":").pop());
+    state = {
+      name,
+      provider: "local",
+      configPath: path.resolve(configPath),
+      head: { apiHost: "127.0.0.1", apiPort: port, nodeIp: "127.0.0.1" },
+      nodes: [{ name: headName, kind: "head", nodeType: config.head_node_type, id: ready.nodeId, privateIp: "127.0.0.1", pid }],
+      status: "up",
+      updatedAt: "",
+    };
+    writeState(state);
+    progress.update(headName, "ready", `pid ${pid}, API on 127.0.0.1:${port}`);
+    changed = true;
   }
-  ensureToken(name);
-  const headType = config.available_node_types[config.head_node_type]!;
-  const dir = path.join(clusterDir(name), "head");
-  const headName = `${name}-head`;
-  progress.update(headName, "starting");
-  const args = [
-    "--role", "head",
-    "--cluster", name,
-    "--token-file", tokenPath(name),
-    "--listen", "127.0.0.1:0",
-    "--node-name", headName,
-    "--node-type", config.head_node_type,
-    "--resources", JSON.stringify(headType.resources),
-  ];
-  if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
-  const { pid, ready } = await startAgent(headName, args, dir);
-  const port = Number(ready.listen.split(":").pop());
-  const nodes: NodeState[] = [{ name: headName, kind: "head", nodeType: config.head_node_type, id: ready.nodeId, privateIp: "127.0.0.1", pid }];
-  const state: ClusterState = {
-    name,
-    provider: "local",
-    configPath: path.resolve(configPath),
-    head: { apiHost: "127.0.0.1", apiPort: port, nodeIp: "127.0.0.1" },
-    nodes,
-    status: "up",
-    updatedAt: "",
-  };
+  // Worker node agents: min_workers of each worker type, each its own process with its own
+  // store and worker pool, joining the head over its WebSocket like any remote node.
+  const wanted: Array<{ name: string; type: string }> = [];
+  for (const [type, t] of Object.entries(config.available_node_types)) {
+    if (type === config.head_node_type && !t.min_workers) continue;
+    for (let i = 1; i <= t.min_workers; i++) wanted.push({ name: `${name}-${type}-${i}`, type });
+  }
+  const keep = state.nodes.filter((n) => n.kind === "head" || (n.pid && pidAlive(n.pid) && wanted.some((w) => w.name === n.name)));
+  const missing = wanted.filter((w) => !keep.some((n) => n.name === w.name));
+  for (const n of keep) if (n.kind === "worker") progress.update(n.name, "running", `already up (pid ${n.pid})`);
+  const started = await Promise.all(
+    missing.map(async (w) => {
+      progress.update(w.name, "starting");
+      const t = config.available_node_types[w.type]!;
+      const args = [
+        "--role", "node",
+        "--cluster", name,
+        "--token-file", tokenPath(name),
+        "--head", `ws://127.0.0.1:${state.head!.apiPort}`,
+        "--listen", "127.0.0.1:0",
+        "--node-name", w.name,
+        "--node-type", w.type,
+        "--resources", JSON.stringify(t.resources),
+      ];
+      if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
+      const { pid, ready } = await startAgent(w.name, args, path.join(clusterDir(name), w.name));
+      progress.update(w.name, "joined", `pid ${pid}`);
+      return { name: w.name, kind: "worker" as const, nodeType: w.type, id: ready.nodeId, privateIp: "127.0.0.1", pid };
+    }),
+  );
+  // Agents beyond what the YAML asks for now are stopped.
+  for (const n of state.nodes) {
+    if (n.kind === "worker" && n.pid && pidAlive(n.pid) && !wanted.some((w) => w.name === n.name)) {
+      try { process.kill(n.pid, "SIGTERM"); } catch { /* gone */ }
+      progress.update(n.name, "stopped", "no longer in the YAML");
+      changed = true;
+    }
+  }
+  if (started.length) changed = true;
+  state.nodes = [...keep, ...started];
+  state.status = "up";
   writeState(state);
-  progress.update(headName, "ready", `pid ${pid}, API on 127.0.0.1:${port}`);
-  return { state, changed: true };
+  return { state, changed };
 }
 
 /** Stop every agent of a local cluster; their workers go with them, shared memory is removed. */

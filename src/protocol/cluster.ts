@@ -1,0 +1,107 @@
+// Messages between agents (node ↔ head, node ↔ node) over WebSocket links. Validated on
+// receipt like every other message: a malformed one is dropped with a log line.
+import type { StoredLoc, Tagged } from "./values.js";
+import type { ArgWire } from "./local.js";
+import type { FnRef } from "../runtime/remote.js";
+import type { WireError } from "../runtime/errors.js";
+
+export interface NodeView {
+  nodeId: string;
+  name: string;
+  nodeType: string;
+  /** address other agents dial: ws://ip:port/peer */
+  ip: string;
+  port: number;
+  isHead: boolean;
+  alive: boolean;
+  total: Record<string, number>;
+  available: Record<string, number>;
+  /** queued tasks, for spreading load */
+  queued: number;
+  lastSeen: number;
+  gpus?: unknown[];
+  store?: unknown;
+  pending?: unknown[];
+  workers?: number;
+}
+
+/** A task as it travels to the node that runs it; args carry values or remote locations. */
+export interface RemoteTask {
+  id: string;
+  fn: FnRef;
+  args: Array<ArgWire | { ref: string; v?: Tagged; loc?: StoredLoc }>;
+  res: Record<string, number>;
+  o: Record<string, unknown>;
+  g: 0 | 1;
+  job: string;
+  /** node id of the owner: where results go */
+  owner: string;
+  p?: string;
+}
+
+export type ClusterMsg =
+  | { t: "rep"; rid: number; value?: unknown; err?: string }
+  | { t: "register"; rid?: number; node: NodeView }
+  | { t: "hb"; nodeId: string; available: Record<string, number>; queued: number; store?: unknown; pending?: unknown[]; workers?: number }
+  | { t: "view"; nodes: NodeView[] }
+  | { t: "exec"; task: RemoteTask }
+  | { t: "result"; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean }
+  | { t: "gyield"; id: string; i: number; v?: Tagged; loc?: StoredLoc }
+  | { t: "sub"; ids: string[] }
+  | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
+  | { t: "addref"; ids: string[] }
+  | { t: "decref"; ids: string[] }
+  | { t: "free"; ids: string[] }
+  | { t: "pull"; rid?: number; id: string; off: number; len: number }
+  | { t: "getBundle"; rid?: number; hash: string }
+  | { t: "jobLog"; job: string; stream: "stdout" | "stderr"; line: string }
+  | { t: "createActor"; actor: { id: string; fn: FnRef; args: RemoteTask["args"]; res: Record<string, number>; o: Record<string, unknown>; job: string; owner: string } }
+  | { t: "actorState"; actor: string; state: string; node: string; cause?: string }
+  | { t: "call"; id: string; actor: string; m: string; args: RemoteTask["args"]; caller: string }
+  | { t: "kill"; actor: string; noRestart: boolean }
+  | { t: "cancel"; id: string; force: boolean }
+  | { t: "nameActor"; rid?: number; key: string; actor: string; node: string; className: string; getIfExists: boolean }
+  | { t: "lookupName"; rid?: number; key: string }
+  | { t: "dropName"; key: string; actor: string }
+  | { t: "locateActor"; rid?: number; actor: string }
+  | { t: "endJob"; job: string };
+
+const isStr = (v: unknown): v is string => typeof v === "string";
+const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const isObj = (v: unknown): v is Record<string, any> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isStrArr = (v: unknown) => Array.isArray(v) && v.every(isStr);
+
+const checks: Record<string, (m: Record<string, any>) => boolean> = {
+  rep: (m) => isNum(m.rid),
+  register: (m) => isObj(m.node) && isStr(m.node.nodeId) && isStr(m.node.ip) && isNum(m.node.port) && isObj(m.node.total),
+  hb: (m) => isStr(m.nodeId) && isObj(m.available) && isNum(m.queued),
+  view: (m) => Array.isArray(m.nodes),
+  exec: (m) => isObj(m.task) && isStr(m.task.id) && isStr(m.task.owner) && Array.isArray(m.task.args) && isObj(m.task.fn),
+  result: (m) => isStr(m.id),
+  gyield: (m) => isStr(m.id) && isNum(m.i),
+  sub: (m) => isStrArr(m.ids),
+  ready: (m) => Array.isArray(m.items) && m.items.every((i: any) => isObj(i) && isStr(i.id)),
+  addref: (m) => isStrArr(m.ids),
+  decref: (m) => isStrArr(m.ids),
+  free: (m) => isStrArr(m.ids),
+  pull: (m) => isStr(m.id) && isNum(m.off) && isNum(m.len) && isNum(m.rid),
+  getBundle: (m) => isStr(m.hash) && isNum(m.rid),
+  jobLog: (m) => isStr(m.job) && isStr(m.line),
+  createActor: (m) => isObj(m.actor) && isStr(m.actor.id) && isStr(m.actor.owner),
+  actorState: (m) => isStr(m.actor) && isStr(m.state) && isStr(m.node),
+  call: (m) => isStr(m.id) && isStr(m.actor) && isStr(m.m) && Array.isArray(m.args) && isStr(m.caller),
+  kill: (m) => isStr(m.actor),
+  cancel: (m) => isStr(m.id),
+  nameActor: (m) => isStr(m.key) && isStr(m.actor) && isStr(m.node) && isNum(m.rid),
+  lookupName: (m) => isStr(m.key) && isNum(m.rid),
+  dropName: (m) => isStr(m.key) && isStr(m.actor),
+  locateActor: (m) => isStr(m.actor) && isNum(m.rid),
+  endJob: (m) => isStr(m.job),
+};
+
+export function validateClusterMessage(m: unknown): string | undefined {
+  if (!isObj(m) || !isStr(m.t)) return "message is not an object with a string `t`";
+  const c = checks[m.t];
+  if (!c) return `unknown message type "${m.t}"`;
+  return c(m) ? undefined : `malformed "${m.t}" message`;
+}
