@@ -282,6 +282,29 @@ describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
     }
   });
 
+  test("a host without a usable node gets ours (no internet needed)", async () => {
+    // host 3 only: its `node` is a v18 (wrong ABI) in its own mount namespace
+    const fake = path.join(th.base, "node18"); // visible inside the host (its /tmp is its own)
+    fs.writeFileSync(fake, "#!/bin/sh\necho '18.19.0 108'\n", { mode: 0o755 });
+    assert.equal(th.inHost(3, `mount --bind ${fake} /usr/bin/node`).code, 0);
+    try {
+      const f5 = writeConfig("c5", { user: "root", head: H3, workers: [] });
+      const t = Date.now();
+      const r = await up(f5);
+      console.log(`# up with a node binary upload (${Math.round(fs.statSync(process.execPath).size / 1048576)} MiB): ${Date.now() - t} ms`);
+      assert.deepEqual(r.hosts.map((h) => h.status), ["joined"]);
+      const ours = path.join(th.homeOf(3, "root"), ".tray/node/bin/node");
+      assert.equal(fs.statSync(ours).size, fs.statSync(process.execPath).size);
+      assert.match(agentProcesses(3).join("\n"), /^\/root\/\.tray\/node\/bin\/node \/root\/\.tray\/agent\/\w+\/agent\.js agent --role head --cluster c5/m);
+      // unchanged: not uploaded again
+      assert.deepEqual((await up(f5)).hosts.map((h) => h.ran), [[]]);
+      await down(f5);
+      assert.equal(fs.existsSync(path.join(th.homeOf(3, "root"), ".tray")), false);
+    } finally {
+      th.inHost(3, "umount /usr/bin/node");
+    }
+  });
+
   test("down --workers-only, then down: no agent process and no tray files left", async () => {
     await up(file); // pins host 2's new key for c1 (its pin was dropped above)
     let r = await down(file, true);
