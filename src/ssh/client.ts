@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Duplex } from "node:stream";
-import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
+import ssh2, { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
 import { UserError } from "../errors.js";
 import { mapConnectError, mapSessionError, type ConnectContext } from "./errors.js";
 import { algorithmsForKeyType, decideHostKey, formatHostKey, knownKeysFor, readKnownHosts, type KnownHostEntry } from "./hostkeys.js";
@@ -110,6 +110,12 @@ export class SshConnection {
       } catch (e: any) {
         throw new UserError(`Cannot read the private key ${keyPath} (auth.ssh_private_key): ${e.code === "ENOENT" ? "no such file" : e.message}.`);
       }
+    }
+    if (privateKey && agentSock) {
+      // A passphrase-protected key file cannot be used directly; the agent (which holds the
+      // unlocked key, after ssh-add) logs in instead.
+      const parsed = ssh2.utils.parseKey(privateKey);
+      if (parsed instanceof Error && /passphrase/i.test(parsed.message)) privateKey = undefined;
     }
     if (!privateKey && !agentSock) {
       throw new UserError(`No way to log in to ${opts.host}: set auth.ssh_private_key in the cluster YAML or start ssh-agent (SSH_AUTH_SOCK).`);

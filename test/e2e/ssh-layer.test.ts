@@ -3,6 +3,7 @@
 // user, unreachable and refused hosts. Run: node --test --import tsx test/e2e/ssh-layer.test.ts
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -129,6 +130,33 @@ describe("ssh layer against real sshd", { skip }, () => {
       await assert.rejects(connect(0, "root", { timeoutMs: 1500 }), /^UserError: Cannot reach 10\.77\.0\.11: no SSH answer within 2 s/);
     } finally {
       th.heal(1);
+    }
+  });
+
+  test("ssh-agent: a key held by the agent logs in without a key file; a passphrase-protected file says to use the agent", async () => {
+    const dir = fs.mkdtempSync(path.join(trayHome, "agent-"));
+    const sock = path.join(dir, "agent.sock");
+    const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      const env = { ...process.env, SSH_AUTH_SOCK: sock };
+      assert.equal(spawnSync("ssh-add", [hosts[0]!.privateKeyPath], { env, encoding: "utf8" }).status, 0);
+      process.env.SSH_AUTH_SOCK = sock;
+      const c = await SshConnection.connect({ host: hosts[0]!.host, user: "tray" });
+      assert.equal((await c.exec("id -un")).stdout, "tray\n");
+      c.close();
+      // an encrypted key file is read locally; with the agent holding the key, login still works
+      const enc = path.join(dir, "enc_ed25519");
+      fs.copyFileSync(hosts[0]!.privateKeyPath, enc);
+      fs.chmodSync(enc, 0o600);
+      assert.equal(spawnSync("ssh-keygen", ["-p", "-q", "-N", "pass phrase", "-P", "", "-f", enc]).status, 0);
+      const c2 = await connect(0, "tray", { privateKeyPath: enc });
+      c2.close();
+      delete process.env.SSH_AUTH_SOCK;
+      await assert.rejects(connect(0, "tray", { privateKeyPath: enc }), /is protected by a passphrase; load it into ssh-agent \(ssh-add /);
+    } finally {
+      delete process.env.SSH_AUTH_SOCK;
+      agent.kill();
     }
   });
 

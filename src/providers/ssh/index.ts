@@ -131,11 +131,7 @@ export class SshProvider implements Provider {
  * Build the provider from the validated YAML (provider.type === "ssh"). Hosts handed out by an
  * earlier `tray up` are found in the cluster's state file, so query/terminate work across runs.
  */
-export function createProvider(config: {
-  cluster_name: string;
-  provider: { type: string; [key: string]: unknown };
-  auth?: { ssh_user?: string; [key: string]: unknown };
-}): SshProvider {
+export function createProvider(config: { cluster_name: string; provider: { type: string }; auth?: { ssh_user?: string } }): SshProvider {
   const p = config.provider as { type: string; head_ip?: unknown; worker_ips?: unknown };
   if (p.type !== "ssh" || typeof p.head_ip !== "string" || !p.head_ip) {
     throw new UserError(`provider.head_ip is required for provider type ssh (e.g. head_ip: 192.168.1.10).`);
