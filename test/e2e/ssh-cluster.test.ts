@@ -43,18 +43,20 @@ function tray(args: string[], env: Record<string, string> = {}, timeoutMs = 120_
  * through a program that registers just those commands (same files, same library calls).
  */
 let remoteCommandsWired = false;
-function trayRemote(args: string[], env: Record<string, string> = {}): Promise<Cli> {
-  if (remoteCommandsWired) return tray(args, env);
+function trayRemote(args: string[], env: Record<string, string> = {}, input?: string): Promise<Cli> {
+  if (remoteCommandsWired && input === undefined) return tray(args, env);
   const t = Date.now();
   const script = `
     import { Command } from "commander";
     const p = new Command().name("tray").exitOverride();
     for (const f of ["attach", "exec", "rsync", "ips"]) (await import(${JSON.stringify(ROOT)} + "/src/cli/" + f + ".ts")).register(p);
     await p.parseAsync(process.argv.slice(1), { from: "user" });`;
+  const argv = remoteCommandsWired ? [path.join(ROOT, "bin/tray.js"), ...args] : ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args];
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args], { cwd: ROOT, env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
+    const child = execFile(process.execPath, argv, { cwd: ROOT, env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr, ms: Date.now() - t }),
     );
+    if (input !== undefined) child.stdin!.end(input);
   });
 }
 
@@ -170,6 +172,11 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
     assert.equal(fs.readFileSync(path.join(back, "a.txt"), "utf8"), "A");
     assert.equal(fs.statSync(path.join(back, "sub/run.sh")).mode & 0o777, 0o755);
     await trayRemote(["exec", "rm -rf ~/synced"]);
+
+    // attach: a shell on the head with a terminal; its exit code comes back
+    r = await trayRemote(["attach"], {}, "tty >/dev/null && echo has-a-tty $(hostname); exit 5\n");
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(r.stdout, /has-a-tty tray-e1/);
 
     assert.equal((await trayRemote(["get-head-ip"])).stdout, `${H1}\n`);
     assert.equal((await trayRemote(["get-worker-ips"])).stdout, agentSupportsNodes() ? `${H2}\n${H3}\n` : "");
