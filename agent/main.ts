@@ -125,6 +125,7 @@ async function runAgent(argv: string[]): Promise<void> {
     );
     listenPort = api.port;
     net.startHead();
+    j.prestartDriver();
   } else {
     if (!a.head) throw new Error("--head ws://HOST:PORT is required for --role node");
     peerServer = http.createServer((_q, r) => r.writeHead(426).end());

@@ -69,7 +69,7 @@ export class Link {
     this.queue.push(m);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      process.nextTick(this.flush);
     }
   }
 

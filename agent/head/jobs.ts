@@ -72,27 +72,57 @@ export class JobManager {
     return this.store.getJob(id)!;
   }
 
+  /** A driver process started ahead of time, waiting on stdin for its job. */
+  private spare?: { proc: ChildProcess; job?: string };
+
+  private spawnDriver(): { proc: ChildProcess; job?: string } {
+    const d: { proc: ChildProcess; job?: string } = {
+      proc: spawn(process.execPath, ["--expose-gc", this.agent.opts.agentScript, "driver"], {
+        env: { ...this.agent.baseEnv(), TRAY_DRIVER_WAIT: "1" },
+        stdio: ["pipe", "pipe", "pipe"],
+      }),
+    };
+    pipeLines(d.proc.stdout!, (l) => d.job && this.log(d.job, "stdout", l));
+    pipeLines(d.proc.stderr!, (l) => (d.job ? this.log(d.job, "stderr", l) : console.error(`[driver ${d.proc.pid}] ${l}`)));
+    d.proc.on("error", (e) => d.job && this.log(d.job, "stderr", `could not start the driver: ${e.message}`));
+    d.proc.stdin!.on("error", () => {});
+    return d;
+  }
+
+  /** Keep one driver ready (called at start and after each job starts). */
+  prestartDriver(): void {
+    if (this.spare && this.spare.proc.exitCode === null && !this.spare.job) return;
+    const d = this.spawnDriver();
+    this.spare = d;
+    d.proc.on("exit", () => {
+      if (this.spare === d) this.spare = undefined;
+    });
+  }
+
   private startDriver(job: JobRecord, env: Record<string, string>): void {
-    const proc = spawn(process.execPath, ["--expose-gc", this.agent.opts.agentScript, "driver"], {
-      env: {
-        ...this.agent.baseEnv(),
+    let d = this.spare && this.spare.proc.exitCode === null && !this.spare.job ? this.spare : undefined;
+    this.spare = undefined;
+    d ??= this.spawnDriver();
+    d.job = job.id;
+    d.proc.stdin!.end(
+      JSON.stringify({
         ...env,
         TRAY_JOB_ID: job.id,
         TRAY_WORKER_ID: `${this.agent.opts.nodeId.slice(0, 8)}d${(++driverSeq).toString(36)}`,
         TRAY_BUNDLE_HASH: job.bundle,
         TRAY_JOB_ARGS: JSON.stringify(job.args),
         TRAY_NAMESPACE: job.namespace,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const run: Running = { proc };
+      }) + "\n",
+    );
+    const run: Running = { proc: d.proc };
     this.running.set(job.id, run);
     this.store.updateJob(job.id, { status: "RUNNING", startedAt: Date.now() });
-    pipeLines(proc.stdout!, (l) => this.log(job.id, "stdout", l));
-    pipeLines(proc.stderr!, (l) => this.log(job.id, "stderr", l));
-    proc.on("error", (e) => this.log(job.id, "stderr", `could not start the driver: ${e.message}`));
-    proc.on("close", (code, signal) => this.onDriverExit(job.id, run, code, signal));
+    d.proc.on("close", (code, signal) => this.onDriverExit(job.id, run, code, signal));
+    // The next job gets a warm driver too; started a moment later so it does not compete
+    // with this job's own start.
+    setTimeout(() => this.prestartDriver(), 300).unref();
   }
+
 
   log(jobId: string, stream: "stdout" | "stderr", line: string): void {
     const l = this.store.appendLog(jobId, stream, line);
@@ -154,6 +184,7 @@ export class JobManager {
   }
 
   stopAll(): void {
+    this.spare?.proc.kill("SIGKILL");
     for (const [, r] of this.running) {
       r.stopRequested = true;
       r.proc.kill("SIGKILL");

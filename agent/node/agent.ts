@@ -224,7 +224,7 @@ export class NodeAgent {
           );
           return;
         }
-        if (conn.readyItems.length === 0) setImmediate(() => this.flushReady(conn));
+        if (conn.readyItems.length === 0) process.nextTick(() => this.flushReady(conn));
         conn.readyItems.push(readyItem(id, e));
       },
     };
@@ -621,7 +621,8 @@ export class NodeAgent {
   kick(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    // Once the messages being handled now are all in: one scheduling pass per burst.
+    process.nextTick(() => {
       this.scheduled = false;
       this.schedule();
     });

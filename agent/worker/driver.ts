@@ -3,7 +3,34 @@
 import { coreFromEnv, loadBundle } from "./worker.js";
 import { toWireError } from "../../src/runtime/errors.js";
 
+/**
+ * A pre-started driver (TRAY_DRIVER_WAIT=1) waits for its job on stdin: one JSON line with
+ * the job's environment. Node's start-up then is off the path from `tray submit` to the
+ * job's first line.
+ */
+function awaitJob(): Promise<void> {
+  return new Promise((resolve) => {
+    let text = "";
+    process.stdin.setEncoding("utf8");
+    const onEnd = () => process.exit(0);
+    const onData = (chunk: string) => {
+      text += chunk;
+      const nl = text.indexOf("\n");
+      if (nl < 0) return;
+      process.stdin.off("data", onData);
+      process.stdin.off("end", onEnd);
+      process.stdin.pause();
+      Object.assign(process.env, JSON.parse(text.slice(0, nl)) as Record<string, string>);
+      resolve();
+    };
+    process.stdin.on("data", onData);
+    // The agent went away before giving us a job: nothing to do.
+    process.stdin.on("end", onEnd);
+  });
+}
+
 export async function runDriver(): Promise<void> {
+  if (process.env.TRAY_DRIVER_WAIT === "1") await awaitJob();
   const core = coreFromEnv(false);
   core.send({ t: "hello", role: "driver", pid: process.pid, job: core.jobId });
   const hash = process.env.TRAY_BUNDLE_HASH!;

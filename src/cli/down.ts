@@ -1,7 +1,5 @@
 import type { Command } from "commander";
 import { run } from "./command.js";
-import { down } from "../launcher/down.js";
-import { createProgress } from "../launcher/progress.js";
 
 export function register(program: Command): void {
   program
@@ -15,6 +13,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray down cluster-configs/local.yaml")
     .action(
       run(async (config: string, o: { workersOnly?: boolean; clusterName?: string; json?: boolean }) => {
+        const [{ down }, { createProgress }] = await Promise.all([import("../launcher/down.js"), import("../launcher/progress.js")]);
         const progress = createProgress({ json: o.json, stream: process.stderr });
         try {
           const s = await down(config, { name: o.clusterName, workersOnly: o.workersOnly }, progress);

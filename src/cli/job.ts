@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { run } from "./command.js";
-import { jobLogs, jobStatus, listJobs, stopJob } from "../client/jobs.js";
+const jobsLib = () => import("../client/jobs.js");
 import type { JobRecord } from "../protocol/api.js";
 
 function when(ms?: number): string {
@@ -22,7 +22,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray job list")
     .action(
       run(async (o: { cluster?: string; json?: boolean }) => {
-        const jobs = await listJobs(o.cluster);
+        const jobs = await (await jobsLib()).listJobs(o.cluster);
         if (o.json) {
           process.stdout.write(JSON.stringify(jobs) + "\n");
           return;
@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray job status job-abc123")
     .action(
       run(async (id: string, o: { cluster?: string; json?: boolean }) => {
-        const j = await jobStatus(id, o.cluster);
+        const j = await (await jobsLib()).jobStatus(id, o.cluster);
         if (o.json) process.stdout.write(JSON.stringify(j) + "\n");
         else {
           process.stdout.write(
@@ -63,7 +63,7 @@ export function register(program: Command): void {
     .option("--cluster <name>")
     .description("print a job's logs")
     .addHelpText("after", "\nExample:\n  tray job logs job-abc123 -f")
-    .action(run(async (id: string, o: { follow?: boolean; cluster?: string }) => jobLogs(id, !!o.follow, o.cluster)));
+    .action(run(async (id: string, o: { follow?: boolean; cluster?: string }) => (await jobsLib()).jobLogs(id, !!o.follow, o.cluster)));
   job
     .command("stop")
     .argument("<id>")
@@ -72,7 +72,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray job stop job-abc123")
     .action(
       run(async (id: string, o: { cluster?: string }) => {
-        const j = await stopJob(id, o.cluster);
+        const j = await (await jobsLib()).stopJob(id, o.cluster);
         process.stdout.write(j.status === "RUNNING" || j.status === "PENDING" ? `Stopping job ${id}.\n` : `Job ${id} already ended (${j.status}).\n`);
       }),
     );

@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { run } from "./command.js";
-import { connectCluster } from "../client/connect.js";
 import { printTable } from "./job.js";
 
 function fmt(k: string, v: number): string {
@@ -52,6 +51,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray status --json")
     .action(
       run(async (o: { cluster?: string; watch?: boolean; json?: boolean }) => {
+        const { connectCluster } = await import("../client/connect.js");
         const c = await connectCluster(o.cluster);
         try {
           for (;;) {

@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { run, collectKeyValue } from "./command.js";
-import { submitJob } from "../client/jobs.js";
 
 export function register(program: Command): void {
   program
@@ -15,6 +14,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray submit examples/hello.ts -- 1000")
     .action(
       run(async (job: string, args: string[], o: { cluster?: string; wait: boolean; env: Record<string, string>; namespace?: string }) => {
+        const { submitJob } = await import("../client/jobs.js");
         return submitJob({ entry: job, args, cluster: o.cluster, wait: o.wait, env: o.env, namespace: o.namespace });
       }),
     );

@@ -1,7 +1,5 @@
 import type { Command } from "commander";
 import { run } from "./command.js";
-import { up } from "../launcher/up.js";
-import { createProgress } from "../launcher/progress.js";
 
 export function register(program: Command): void {
   program
@@ -16,6 +14,7 @@ export function register(program: Command): void {
     .addHelpText("after", "\nExample:\n  tray up cluster-configs/local.yaml")
     .action(
       run(async (config: string, o: { restart: boolean; restartOnly?: boolean; clusterName?: string; json?: boolean }) => {
+        const [{ up }, { createProgress }] = await Promise.all([import("../launcher/up.js"), import("../launcher/progress.js")]);
         const progress = createProgress({ json: o.json, stream: process.stderr });
         try {
           const s = await up(config, { name: o.clusterName, noRestart: o.restart === false, restartOnly: o.restartOnly }, progress);

@@ -25,7 +25,9 @@ async function startAgent(
   const readyFile = path.join(dir, "ready.json");
   fs.rmSync(readyFile, { force: true });
   const log = fs.openSync(path.join(dir, "agent.log"), "a");
-  const child = spawn(process.execPath, [agentScript(), "agent", ...args, "--state-dir", dir, "--ready-file", readyFile], {
+  // TRAY_CPU_PROF_DIR: profile the agent (written when it stops) — for performance work.
+  const prof = process.env.TRAY_CPU_PROF_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.TRAY_CPU_PROF_DIR] : [];
+  const child = spawn(process.execPath, [...prof, agentScript(), "agent", ...args, "--state-dir", dir, "--ready-file", readyFile], {
     detached: true,
     stdio: ["ignore", log, log],
   });
