@@ -417,18 +417,18 @@ export class AzureProvider implements Provider {
     return rec;
   }
 
-  private async listVms(): Promise<any[]> {
+  private async listVms(clusterName = this.cluster): Promise<any[]> {
     const { compute } = await this.api();
     const out: any[] = [];
     await this.wrap("list VMs", async () => {
-      for await (const vm of compute.virtualMachines.list(this.rg)) if (vm.tags?.[TAG_CLUSTER] === this.cluster) out.push(vm);
+      for await (const vm of compute.virtualMachines.list(this.rg)) if (vm.tags?.[TAG_CLUSTER] === clusterName) out.push(vm);
     });
     return out;
   }
 
   async queryInstances(filter: QueryFilter): Promise<InstanceRecord[]> {
     const { compute } = await this.api();
-    const vms = await this.listVms();
+    const vms = await this.listVms(filter.clusterName);
     if (!vms.length) return [];
     const addrs = await this.addresses();
     const recs = await Promise.all(

@@ -179,7 +179,7 @@ export class GcpProvider implements Provider {
         hint: "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file",
       });
     }
-    const opts: Record<string, unknown> = { fallback: true, authClient, projectId: this.project };
+    const opts: any = { fallback: true, authClient, projectId: this.project };
     const override = process.env.CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE;
     if (override) {
       const u = new URL(override);
@@ -417,8 +417,8 @@ export class GcpProvider implements Provider {
   }
 
   /** Every instance of the cluster (aggregated over all zones), by label. */
-  private async listInstances(): Promise<any[]> {
-    const filter = `labels.${gcpLabelKey(TAG_CLUSTER)} = "${gcpLabelValue(this.cluster)}"`;
+  private async listInstances(clusterName = this.cluster): Promise<any[]> {
+    const filter = `labels.${gcpLabelKey(TAG_CLUSTER)} = "${gcpLabelValue(clusterName)}"`;
     try {
       return await this.call("instances.aggregatedList", async (c) => {
         const out: any[] = [];
@@ -433,7 +433,7 @@ export class GcpProvider implements Provider {
   }
 
   async queryInstances(filter: QueryFilter): Promise<InstanceRecord[]> {
-    const recs = (await this.listInstances()).map((i) => this.record(i)).filter((r) => !filter.kind || r.kind === filter.kind);
+    const recs = (await this.listInstances(filter.clusterName)).map((i) => this.record(i)).filter((r) => !filter.kind || r.kind === filter.kind);
     return recs.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   }
 

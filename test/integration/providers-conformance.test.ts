@@ -1,0 +1,247 @@
+// Provider conformance: one suite, run against every cloud provider through its emulator
+// (real SDK -> emulated control plane -> real namespaced sshd hosts).
+//   run -> query by tag (from a fresh provider: the local state is lost) -> wait -> SSH in as
+//   the image's user with the key the request installed -> terminate -> cleanup leaves nothing.
+// Plus: bootstrap is idempotent and opens SSH only to the caller, throttling is retried,
+// a zone without capacity falls over to the next, capacity everywhere is one sentence with
+// the cloud's code, missing credentials are a clear error.
+// Needs root, iproute2 and openssh-server; skipped otherwise.
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { isUserError } from "../../src/errors.js";
+import { loadProvider } from "../../src/providers/index.js";
+import { TAG_CLUSTER, TAG_NODE_KIND, TAG_NODE_NAME, TAG_NODE_TYPE, type Provider, type RunRequest } from "../../src/providers/interface.js";
+import { emulatorUnavailable, harnesses, withEnv, CALLER_CIDR, type CloudHarness, type EmulatorBase } from "../emulator/index.js";
+import type { AwsEmulator } from "../emulator/aws.js";
+import type { GcpEmulator } from "../emulator/gcp.js";
+import type { AzureEmulator } from "../emulator/azure.js";
+
+const skip = emulatorUnavailable();
+const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), "tray-conf-key-"));
+const keyFile = path.join(keyDir, "id_ed25519");
+execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tray-conformance", "-f", keyFile]);
+after(() => fs.rmSync(keyDir, { recursive: true, force: true }));
+
+function sshWhoami(host: string, user: string): { ok: boolean; out: string } {
+  const r = spawnSync(
+    "ssh",
+    ["-i", keyFile, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", `${user}@${host}`, "whoami; hostname"],
+    { encoding: "utf8", timeout: 20_000 },
+  );
+  return { ok: r.status === 0, out: (r.stdout + r.stderr).trim() };
+}
+
+/** Tag maps of every per-node resource the emulator holds for the cluster (instances, disks, NICs, IPs). */
+function nodeResourceTags(cloud: string, emu: EmulatorBase, cluster: string): { what: string; tags: Record<string, string> }[] {
+  const out: { what: string; tags: Record<string, string> }[] = [];
+  if (cloud === "aws") {
+    const e = emu as AwsEmulator;
+    for (const i of e.instances.values()) if (i.tags[TAG_CLUSTER] === cluster && i.state !== "terminated") out.push({ what: `instance ${i.id}`, tags: i.tags });
+    for (const v of e.volumes.values()) if (v.tags[TAG_CLUSTER] === cluster) out.push({ what: `volume ${v.id}`, tags: v.tags });
+    for (const n of e.nics.values()) if (n.tags[TAG_CLUSTER] === cluster) out.push({ what: `eni ${n.id}`, tags: n.tags });
+  } else if (cloud === "gcp") {
+    const e = emu as GcpEmulator;
+    for (const i of e.instances.values()) if (i.labels[TAG_CLUSTER] === cluster) out.push({ what: `instance ${i.name}`, tags: i.labels });
+    for (const d of e.disks.values()) out.push({ what: `disk ${d.name}`, tags: d.labels });
+  } else {
+    const e = emu as AzureEmulator;
+    for (const r of e.resources.values()) {
+      if (!/virtualMachines|disks|networkInterfaces|publicIPAddresses/.test(r.type)) continue;
+      out.push({ what: `${r.type} ${r.name}`, tags: r.tags });
+    }
+  }
+  return out;
+}
+
+/** The emulator's network rules of the cluster, normalised: [protocol, ports, source]. */
+function ingressRules(cloud: string, emu: EmulatorBase, cluster: string): string[] {
+  if (cloud === "aws") {
+    const e = emu as AwsEmulator;
+    const sgs = [...e.securityGroups.values()].filter((g) => g.tags[TAG_CLUSTER] === cluster);
+    assert.equal(sgs.length, 1, "one security group");
+    return sgs[0]!.ingress.flatMap((r: any) => [
+      ...r.cidrs.map((c: string) => `${r.ipProtocol} ${r.fromPort ?? "*"}-${r.toPort ?? "*"} from ${c}`),
+      ...r.groups.map((g: string) => `${r.ipProtocol} ${r.fromPort ?? "*"}-${r.toPort ?? "*"} from ${g === sgs[0]!.id ? "cluster" : g}`),
+    ]).sort();
+  }
+  if (cloud === "gcp") {
+    const e = emu as GcpEmulator;
+    const rules = [...e.firewalls.values()].filter((f) => f.description.includes(`[${TAG_CLUSTER}=${cluster}]`));
+    return rules
+      .flatMap((f) =>
+        f.allowed.map((a) => {
+          const src = f.sourceRanges.length ? f.sourceRanges.join(",") : f.sourceTags.includes(`tray-${cluster}`) ? "cluster" : f.sourceTags.join(",");
+          assert.deepEqual(f.targetTags, [`tray-${cluster}`], "rules apply to the cluster's instances only");
+          return `${a.IPProtocol.toLowerCase() === "all" ? "-1" : a.IPProtocol} ${(a.ports ?? ["*"]).join(",")} from ${src}`;
+        }),
+      )
+      .sort();
+  }
+  const e = emu as AzureEmulator;
+  const nsgs = [...e.resources.values()].filter((r) => r.type === "Microsoft.Network/networkSecurityGroups" && r.tags[TAG_CLUSTER] === cluster);
+  assert.equal(nsgs.length, 1, "one network security group");
+  return nsgs[0]!.properties.securityRules
+    .filter((r: any) => (r.properties ?? r).direction === "Inbound" && (r.properties ?? r).access === "Allow")
+    .map((r: any) => {
+      const p = r.properties ?? r;
+      const src = p.sourceAddressPrefix === "VirtualNetwork" ? "cluster" : p.sourceAddressPrefix;
+      return `${p.protocol === "*" ? "-1" : p.protocol.toLowerCase()} ${p.destinationPortRange} from ${src}`;
+    })
+    .sort();
+}
+
+const EXPECTED_RULES: Record<string, string[]> = {
+  aws: ["-1 *-* from cluster", `tcp 22-22 from ${CALLER_CIDR}`],
+  gcp: ["-1 * from cluster", `tcp 22 from ${CALLER_CIDR}`],
+  azure: ["-1 * from cluster", `tcp 22 from ${CALLER_CIDR}`],
+};
+
+async function makeProvider(h: CloudHarness<any>, emu: EmulatorBase, cluster: string): Promise<Provider> {
+  const config = { cluster_name: cluster, provider: h.provider(emu, cluster), auth: { ssh_user: h.user, ssh_private_key: keyFile } };
+  const deps = h.deps(emu);
+  if (!deps) return loadProvider(config);
+  const mod = await import(`../../src/providers/${h.cloud}/index.js`);
+  return mod.createProvider(config, deps);
+}
+
+function requests(h: CloudHarness<any>, cluster: string, workers = 2): RunRequest[] {
+  const nc = h.nodeConfig();
+  return [
+    { clusterName: cluster, nodeType: "head", kind: "head", count: 1, nodeConfig: nc.head, names: [`${cluster}-head`], tags: {} },
+    { clusterName: cluster, nodeType: "worker", kind: "worker", count: workers, nodeConfig: nc.worker, names: Array.from({ length: workers }, (_, i) => `${cluster}-worker-${i + 1}`), tags: { role: "compute" } },
+  ];
+}
+
+for (const h of harnesses) {
+  describe(`provider conformance: ${h.cloud}`, { skip, concurrency: false }, () => {
+    let emu: EmulatorBase;
+    let restoreEnv: () => void = () => {};
+    before(async () => {
+      emu = await h.start();
+      restoreEnv = withEnv(h.env(emu));
+    });
+    after(async () => {
+      restoreEnv();
+      await emu?.stop();
+    });
+
+    it("run -> query by tag -> wait -> ssh -> terminate -> cleanup leaves nothing", async () => {
+      const cluster = `conf-${h.cloud}`;
+      const p = await makeProvider(h, emu, cluster);
+      assert.equal(p.name, h.cloud);
+      assert.equal(p.capabilities.creates, true);
+      assert.equal(p.capabilities.ssh, true);
+      await p.bootstrap();
+      await p.bootstrap(); // idempotent
+      assert.deepEqual(ingressRules(h.cloud, emu, cluster), EXPECTED_RULES[h.cloud], "SSH from the caller only, everything within the cluster, nothing else");
+
+      emu.faults.throttle = 3;
+      emu.faults.noCapacityZones = [h.zones(emu)[0]!];
+      const created = await p.runInstances(requests(h, cluster));
+      assert.equal(created.length, 3);
+      assert.ok(emu.stats.throttled >= 3, "throttled requests were answered and retried");
+      assert.ok(emu.stats.capacityErrors >= 1, "the first zone answered with no capacity");
+      emu.faults.noCapacityZones = [];
+
+      // a fresh provider finds the nodes by tag alone (a lost ~/.tray)
+      const fresh = await makeProvider(h, emu, cluster);
+      const found = await fresh.queryInstances({ clusterName: cluster });
+      assert.deepEqual(found.map((r) => r.name), [`${cluster}-head`, `${cluster}-worker-1`, `${cluster}-worker-2`]);
+      assert.deepEqual(found.map((r) => r.kind), ["head", "worker", "worker"]);
+      assert.deepEqual((await fresh.queryInstances({ clusterName: cluster, kind: "head" })).map((r) => r.name), [`${cluster}-head`]);
+      assert.deepEqual(await fresh.queryInstances({ clusterName: "some-other-cluster" }), []);
+
+      const ready = await fresh.waitInstances(found.map((r) => r.id), "running", 60_000);
+      for (const r of ready) {
+        assert.equal(r.state, "running");
+        assert.equal(r.zone, h.zones(emu)[1], `${r.name} fell over to the second zone`);
+        assert.ok(r.privateIp && r.publicIp && r.ssh, `${r.name} has addresses`);
+        assert.equal(r.ssh!.host, r.publicIp, "public address unless use_internal_ips");
+        assert.equal(r.ssh!.user, h.user);
+        assert.equal(r.tags[TAG_CLUSTER], cluster);
+        assert.equal(r.tags[TAG_NODE_NAME], r.name);
+        assert.equal(r.tags.team, "tray-tests", "extra tags from the YAML");
+        const s = sshWhoami(r.ssh!.host, r.ssh!.user);
+        assert.ok(s.ok, `ssh ${r.ssh!.user}@${r.ssh!.host}: ${s.out}`);
+        assert.equal(s.out.split("\n")[0], h.user);
+      }
+      // every per-node resource carries all four tags
+      const tagged = nodeResourceTags(h.cloud, emu, cluster);
+      assert.ok(tagged.length >= 6, `instances and their disks are tagged (${tagged.map((t) => t.what).join(", ")})`);
+      for (const t of tagged) {
+        for (const k of [TAG_CLUSTER, TAG_NODE_TYPE, TAG_NODE_KIND, TAG_NODE_NAME]) assert.ok(t.tags[k], `${t.what} has tag ${k}: ${JSON.stringify(t.tags)}`);
+      }
+
+      const removed = await fresh.terminateInstances(ready.map((r) => r.id));
+      assert.equal(removed.filter((r) => r.kind === "instance").length, 3);
+      assert.deepEqual(await fresh.queryInstances({ clusterName: cluster }), []);
+      const shared = await fresh.cleanup();
+      assert.ok(shared.length >= 1, "cleanup reports what it removed");
+      await emu.settle();
+      assert.deepEqual(emu.inventory(cluster), { instances: [], securityGroups: [], firewallRules: [], nics: [], publicIps: [], disks: [], keyPairs: [], networks: [] });
+      assert.deepEqual(await fresh.cleanup(), [], "cleanup again finds nothing");
+    });
+
+    it("no capacity in any zone: one sentence with the cloud's code, nothing left behind", async () => {
+      const cluster = `cap-${h.cloud}`;
+      const p = await makeProvider(h, emu, cluster);
+      await p.bootstrap();
+      emu.faults.noCapacityZones = h.zones(emu);
+      try {
+        await assert.rejects(
+          () => p.runInstances([requests(h, cluster, 1)[1]!]),
+          (e: any) => {
+            assert.ok(isUserError(e), `a UserError, got ${e?.stack}`);
+            assert.match(e.message, new RegExp(h.capacityCode));
+            assert.doesNotMatch(e.message, /\n/);
+            return true;
+          },
+        );
+      } finally {
+        emu.faults.noCapacityZones = [];
+      }
+      const left = await p.queryInstances({ clusterName: cluster });
+      await p.terminateInstances(left.map((r) => r.id));
+      await p.cleanup();
+      await emu.settle();
+      const inv = emu.inventory(cluster);
+      assert.deepEqual(Object.values(inv).flat(), [], JSON.stringify(inv));
+    });
+
+    it("an instance that never becomes reachable is still reported running (SSH is the launcher's business)", async () => {
+      const cluster = `unr-${h.cloud}`;
+      const p = await makeProvider(h, emu, cluster);
+      emu.faults.unreachable = 1;
+      const [rec] = await p.runInstances([requests(h, cluster, 1)[0]!]);
+      const [ready] = await p.waitInstances([rec!.id], "running", 60_000);
+      assert.ok(ready!.ssh);
+      assert.equal(sshWhoami(ready!.ssh!.host, h.user).ok, false);
+      await p.terminateInstances([rec!.id]);
+      await p.cleanup();
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), []);
+    });
+
+    it("missing credentials: a clear UserError", async () => {
+      const restore = withEnv(h.noCredentials(emu));
+      try {
+        const p = await makeProvider(h, emu, `nocred-${h.cloud}`);
+        await assert.rejects(
+          () => p.bootstrap(),
+          (e: any) => {
+            assert.ok(isUserError(e), `a UserError, got ${e?.stack}`);
+            assert.match(e.message, /credentials/i);
+            assert.ok(e.hint, "says how to provide credentials");
+            return true;
+          },
+        );
+      } finally {
+        restore();
+      }
+    });
+  });
+}
