@@ -107,7 +107,8 @@ function inkProgress(stream: NodeJS.WriteStream): Progress {
           { key: r.node },
           h(Text, { color }, `${icon} `),
           h(Text, { bold: true }, r.node.padEnd(width + 1)),
-          h(Text, { color: r.failed ? "red" : undefined }, `${r.step}${r.detail ? ` ${r.detail}` : ""}`),
+          // a failure is shown whole (it is the sentence to act on); progress stays on one line
+          h(Text, { color: r.failed ? "red" : undefined, wrap: r.failed ? "wrap" : "truncate-end" }, `${r.step}${r.detail ? ` ${r.detail}` : ""}`),
           r.finished || r.failed ? null : h(Text, { dimColor: true }, `  ${secs}s`),
         );
       }),
@@ -116,6 +117,10 @@ function inkProgress(stream: NodeJS.WriteStream): Progress {
 
   const draw = () => {
     if (!ink || stopped) return;
+    // a pseudo-terminal without a size (script, some CI runners) reports 0 columns: ink would
+    // then wrap after every character
+    if (!stream.columns) (stream as { columns: number }).columns = 100;
+    if (!stream.rows) (stream as { rows: number }).rows = 50;
     if (!instance) instance = ink.render(view(), { stdout: stream, patchConsole: false, exitOnCtrlC: false });
     else instance.rerender(view());
   };
