@@ -283,6 +283,10 @@ export class Distributed {
       const local: StoredLoc = { ...loc, path: file, node: this.selfId };
       this.copies.set(id, local);
       this.agent.store.add(id, local);
+      // The owner frees every copy with its object: tell it this node now holds one (a copy
+      // pulled for a task argument is otherwise unknown to it and would outlive the object).
+      const owner = this.ownerOf(id);
+      if (owner !== this.selfId) this.sendTo(owner, { t: "copied", ids: [id] });
       return local;
     })();
     this.pulls.set(id, p);
@@ -477,6 +481,12 @@ export class Distributed {
         for (const id of m.ids) if (s?.delete(id)) a.objects.decr(id);
         return;
       }
+      case "copied":
+        for (const id of m.ids) {
+          if (a.objects.get(id)) this.recordRemoteCopy(id, { node: link.peer ?? "?" } as StoredLoc);
+          else link.send({ t: "free", ids: [id] });
+        }
+        return;
       case "free":
         for (const id of m.ids) {
           const loc = this.copies.get(id);

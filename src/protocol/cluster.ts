@@ -52,6 +52,8 @@ export type ClusterMsg =
   | { t: "addref"; ids: string[] }
   | { t: "decref"; ids: string[] }
   | { t: "free"; ids: string[] }
+  /** A node pulled a copy of an object into its store (sent to the object's owner). */
+  | { t: "copied"; ids: string[] }
   | { t: "pull"; rid?: number; id: string; off: number; len: number }
   | { t: "getBundle"; rid?: number; hash: string }
   | { t: "jobLog"; job: string; stream: "stdout" | "stderr"; line: string }
@@ -84,6 +86,7 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   addref: (m) => isStrArr(m.ids),
   decref: (m) => isStrArr(m.ids),
   free: (m) => isStrArr(m.ids),
+  copied: (m) => isStrArr(m.ids),
   pull: (m) => isStr(m.id) && isNum(m.off) && isNum(m.len) && isNum(m.rid),
   getBundle: (m) => isStr(m.hash) && isNum(m.rid),
   jobLog: (m) => isStr(m.job) && isStr(m.line),
