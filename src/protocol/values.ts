@@ -35,4 +35,6 @@ export interface StoredLoc {
   path: string;
   /** node holding this copy */
   node: string;
+  /** the parked store file the writer reused (the store stops counting it as parked) */
+  rc?: string;
 }

@@ -8,6 +8,7 @@ import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, tryDecodeError } from "./serialize.js";
+import { writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import type { FnRef } from "./remote.js";
@@ -22,6 +23,8 @@ interface ObjState {
   waiters?: Array<() => void>;
   subscribed?: boolean;
 }
+
+const GC_EVERY_BYTES = Number(process.env.TRAY_GC_EVERY_BYTES) || 64 * 1024 * 1024;
 
 export interface TaskContext {
   taskId?: string;
@@ -56,6 +59,9 @@ export class Core {
   /** Set by the worker: hands back tasks queued behind one that now waits (see "blocked"). */
   onBlocked?: () => string[];
   private blockedDepth = 0;
+  /** Bytes of stored (large) objects written or read since the last collection. */
+  private storedBytesSinceGc = 0;
+  private gcScheduled = false;
   closed = false;
 
   constructor(
@@ -171,8 +177,9 @@ export class Core {
   writeStored(id: string, tagged: Tagged): StoredLoc {
     const file = id.replace(/[^A-Za-z0-9._-]/g, "_");
     let p = path.join(this.storeDir, file);
+    let rc: string | undefined;
     try {
-      fs.writeFileSync(p, tagged.d!);
+      rc = writeObjectFile(this.storeDir, p, tagged.d!);
     } catch (e: any) {
       if (e.code !== "ENOSPC") throw e;
       // /dev/shm is full: write to the spill directory; the agent accounts for it there.
@@ -180,10 +187,34 @@ export class Core {
       p = path.join(this.spillDir, file);
       fs.writeFileSync(p, tagged.d!);
     }
+    this.noteStoredBytes(tagged.d!.byteLength);
     const loc: StoredLoc = { e: tagged.e, size: tagged.d!.byteLength, path: p, node: this.nodeId };
+    if (rc) loc.rc = rc;
     if (tagged.k) loc.k = tagged.k;
     if (tagged.r) loc.r = tagged.r;
     return loc;
+  }
+
+  /**
+   * Large objects are freed when their last ObjectRef is garbage-collected, but an ObjectRef
+   * is tiny: a loop that puts and drops 10 MB objects barely grows the JS heap, so V8 would
+   * not collect for a long time while the store fills up. Collect after every
+   * GC_EVERY_BYTES of stored objects this process wrote or read, so dropped refs are released.
+   */
+  noteStoredBytes(n: number): void {
+    this.storedBytesSinceGc += n;
+    if (this.storedBytesSinceGc < GC_EVERY_BYTES || this.gcScheduled) return;
+    this.gcScheduled = true;
+    setImmediate(() => {
+      this.gcScheduled = false;
+      this.storedBytesSinceGc = 0;
+      (globalThis as any).gc?.();
+    });
+  }
+
+  /** The value of an object this process knows is ready (re-located if it was spilled). */
+  valueOf(id: string): Promise<unknown> {
+    return this.readValue(id);
   }
 
   private markBlocked(delta: 1 | -1): void {
@@ -263,6 +294,7 @@ export class Core {
       let bytes: Buffer;
       try {
         bytes = fs.readFileSync(loc.path);
+        this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
         if (e.code !== "ENOENT" || attempt > 3) throw e;
         o.s = 0;
@@ -441,6 +473,12 @@ export class Core {
   /** Value a worker got inline with a task, so `get` on the same ref needs no round trip. */
   seedObject(id: string, v?: Tagged, loc?: StoredLoc): void {
     if (!this.objects.has(id)) this.objects.set(id, v ? { s: 1, v } : { s: 1, loc });
+  }
+
+  /** Forget a seeded value once the task has decoded it, unless an ObjectRef here still needs it. */
+  unseedObject(id: string): void {
+    const o = this.objects.get(id);
+    if (o && !this.localCounts.has(id) && !o.waiters?.length && !o.subscribed) this.objects.delete(id);
   }
 
   errorOf(t: Tagged): Error | undefined {

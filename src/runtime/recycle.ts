@@ -1,0 +1,45 @@
+// Writing a large object into the shared-memory store. Freed object files of 1 MiB and more
+// are not unlinked but parked in <store>/.free/ (named "<size>.<n>"); a writer takes one by
+// renaming it (atomic: exactly one process wins) and overwrites it in place. Its pages are
+// already mapped, so a 100 MB put costs a warm memcpy instead of 25,000 page faults.
+import fs from "node:fs";
+import path from "node:path";
+
+export const RECYCLE_MIN_BYTES = 1024 * 1024;
+export const FREE_DIR = ".free";
+
+/** Write `data` to `target`, reusing a parked file when one fits; returns the reused name. */
+export function writeObjectFile(storeDir: string, target: string, data: Uint8Array): string | undefined {
+  if (data.byteLength >= RECYCLE_MIN_BYTES) {
+    const free = path.join(storeDir, FREE_DIR);
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(free);
+    } catch {
+      /* nothing parked yet */
+    }
+    // Smallest file that fits, and not more than twice as big (the rest would be wasted).
+    const fit = names
+      .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))) }))
+      .filter((f) => f.size >= data.byteLength && f.size <= data.byteLength * 2)
+      .sort((a, b) => a.size - b.size);
+    for (const f of fit) {
+      try {
+        fs.renameSync(path.join(free, f.n), target);
+      } catch {
+        continue; // another process took it
+      }
+      const fd = fs.openSync(target, "r+");
+      try {
+        let off = 0;
+        while (off < data.byteLength) off += fs.writeSync(fd, data, off, data.byteLength - off, off);
+        if (f.size > data.byteLength) fs.ftruncateSync(fd, data.byteLength);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return f.n;
+    }
+  }
+  fs.writeFileSync(target, data);
+  return undefined;
+}
