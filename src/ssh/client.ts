@@ -33,7 +33,7 @@ export interface ConnectOptions {
   /** Handshake + TCP connect deadline (default 10 s, env TRAY_SSH_TIMEOUT_MS). */
   timeoutMs?: number;
   hostKeys?: HostKeyPolicy;
-  /** Keepalive interval (default 5 s); the connection is declared dead after 3 missed. */
+  /** Keepalive interval (default 5 s, env TRAY_SSH_KEEPALIVE_MS); dead after 3 missed. */
   keepaliveMs?: number;
 }
 
@@ -143,7 +143,7 @@ export class SshConnection {
       port,
       username: opts.user,
       readyTimeout: timeoutMs,
-      keepaliveInterval: opts.keepaliveMs ?? 5000,
+      keepaliveInterval: opts.keepaliveMs ?? (Number(process.env.TRAY_SSH_KEEPALIVE_MS) || 5000),
       keepaliveCountMax: 3,
       ...(privateKey ? { privateKey } : {}),
       ...(agentSock ? { agent: agentSock } : {}),

@@ -272,6 +272,25 @@ describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
     assert.equal(agentPid(1, "c2", "root"), undefined);
   });
 
+  test("a host whose network is cut during up: named, with what it was doing", async () => {
+    const f6 = writeConfig("c6", { user: "root", head: H1, workers: [H3], setup: ["sleep 4"] });
+    process.env.TRAY_SSH_KEEPALIVE_MS = "500";
+    const cut = setTimeout(() => th.cut(3), 1000);
+    try {
+      const t = Date.now();
+      await assert.rejects(up(f6), /^UserError: 1 of 2 hosts did not come up \(10\.77\.1\.13\); up: 10\.77\.1\.11\. Lost the SSH connection to 10\.77\.1\.13 while running `sleep 4`/);
+      assert.ok(Date.now() - t < 8000);
+    } finally {
+      clearTimeout(cut);
+      delete process.env.TRAY_SSH_KEEPALIVE_MS;
+      th.heal(3);
+    }
+    // healed: the rerun finishes host 3 (the head is not redone)
+    const r = await up(f6);
+    assert.deepEqual(r.hosts.map((h) => [h.status, h.ran.includes("setup:0")]), [["unchanged", false], ["joined", true]]);
+    await down(f6);
+  });
+
   test("a host without enough disk: a clear sentence before uploading", async () => {
     assert.equal(th.inHost(3, "mkdir -p /root/.tray && mount -t tmpfs -o size=256k tmpfs /root/.tray").code, 0);
     try {
