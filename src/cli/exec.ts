@@ -9,7 +9,9 @@ export function register(program: Command): void {
     .option("--cluster <name>", "cluster name (default: the last one brought up)")
     .option("--all-nodes", "run on every node, output prefixed with the node's name")
     .option("-t, --tty", "allocate a terminal for the command")
-    .addHelpText("after", "\nExamples:\n  tray exec 'nvidia-smi'\n  tray exec --all-nodes -- df -h ~")
+    // `tray exec ls -la`: options tray does not know belong to the command (joined as ssh does)
+    .allowUnknownOption(true)
+    .addHelpText("after", "\nExamples:\n  tray exec nvidia-smi\n  tray exec --all-nodes 'df -h ~ | tail -1'\n  tray exec -- ls --color")
     .action(
       run(async (cmd: string[], o: { cluster?: string; allNodes?: boolean; tty?: boolean }) => {
         const { execOnCluster } = await import("../launcher/exec.js");
