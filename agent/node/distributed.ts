@@ -16,6 +16,9 @@ import { place, type Placement, type Strategy } from "./placement.js";
 import { subtract, type Resources } from "./resources.js";
 
 const CHUNK = 8 * 1024 * 1024;
+
+const ownerLost = (id: string, node: string) =>
+  `object ${id} was lost: it was owned by node ${node}, which died (objects made with put() and results owned by a dead node cannot be rebuilt)`;
 const WINDOW = 4;
 
 type Subscriber = { notify(id: string, e: ObjEntry): void };
@@ -331,6 +334,12 @@ export class Distributed {
     e = this.agent.objects.create(id, 0);
     e.borrowed = true;
     const owner = this.ownerOf(id);
+    const ov = this.view.get(owner);
+    if (ov && !ov.alive) {
+      // Its owner is gone, and with it the object's record: nothing can rebuild it.
+      this.agent.objects.resolve(id, encodeError({ kind: "ObjectLostError", message: ownerLost(id, ov.name) }), undefined);
+      return e;
+    }
     this.sendTo(owner, { t: "addref", ids: [id] });
     this.sendTo(owner, { t: "sub", ids: [id] });
     return e;
@@ -420,6 +429,15 @@ export class Distributed {
     this.links.get(nodeId)?.close();
     this.links.delete(nodeId);
     for (const [a, home] of this.actorHomes) if (home === nodeId) this.actorHomes.delete(a);
+    // Objects that node owned: a borrowed copy kept here still serves; otherwise they are lost.
+    for (const e of [...this.agent.objects.entries.values()]) {
+      if (!e.borrowed || this.ownerOf(e.id) !== nodeId) continue;
+      if (e.s === 0) this.agent.objects.resolve(e.id, encodeError({ kind: "ObjectLostError", message: ownerLost(e.id, name) }), undefined);
+      else if (e.loc && e.loc.node === nodeId) {
+        e.loc = undefined;
+        e.v = encodeError({ kind: "ObjectLostError", message: ownerLost(e.id, name) });
+      }
+    }
     const holds = this.remoteHolds.get(nodeId);
     this.remoteHolds.delete(nodeId);
     if (holds) for (const id of holds) this.agent.objects.decr(id);
