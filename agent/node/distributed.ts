@@ -142,7 +142,10 @@ export class Distributed {
 
   private wire(link: Link): void {
     link.onMessage = (m, l) => this.onMessage(m, l);
+    // Keep the handler already there (the head connection re-dials from it).
+    const before = link.onClose;
     link.onClose = (l) => {
+      before(l);
       if (l.peer && this.links.get(l.peer) === l) this.links.delete(l.peer);
       // On the head a closed link is a node leaving (or dying): the sweep confirms by silence.
     };

@@ -76,20 +76,28 @@ export async function upLocal(config: ClusterConfig, configPath: string, progres
       "--role", "head",
       "--cluster", name,
       "--token-file", tokenPath(name),
-      "--listen", "127.0.0.1:0",
       "--node-name", headName,
       "--node-type", config.head_node_type,
       "--resources", JSON.stringify(headType.resources),
     ];
     if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
-    const { pid, ready } = await startAgent(headName, args, dir);
+    // A head that comes back takes its old port again when it can: the node agents still
+    // running keep re-dialling that address and rejoin by themselves.
+    const oldPort = prev?.head?.apiPort;
+    let started: Awaited<ReturnType<typeof startAgent>> | undefined;
+    if (oldPort) started = await startAgent(headName, [...args, "--listen", `127.0.0.1:${oldPort}`], dir).catch(() => undefined);
+    const { pid, ready } = started ?? (await startAgent(headName, [...args, "--listen", "127.0.0.1:0"], dir));
     const port = Number(ready.listen.split(":").pop());
     state = {
       name,
       provider: "local",
       configPath: path.resolve(configPath),
       head: { apiHost: "127.0.0.1", apiPort: port, nodeIp: "127.0.0.1" },
-      nodes: [{ name: headName, kind: "head", nodeType: config.head_node_type, id: ready.nodeId, privateIp: "127.0.0.1", pid }],
+      nodes: [
+        { name: headName, kind: "head", nodeType: config.head_node_type, id: ready.nodeId, privateIp: "127.0.0.1", pid },
+        // node agents that outlived the head (they rejoin it if it kept its port)
+        ...(port === oldPort ? (prev?.nodes ?? []).filter((n) => n.kind === "worker" && n.pid && pidAlive(n.pid)) : []),
+      ],
       status: "up",
       updatedAt: "",
     };

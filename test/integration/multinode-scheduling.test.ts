@@ -40,7 +40,7 @@ before(async () => {
   const byType = (t: string) => nodes.find((n) => n.nodeType === t)!.id;
   ids = { head: byType("head"), worker: byType("worker"), special: byType("special") };
 });
-after(() => (process.env.KEEP ? undefined : c.down()));
+after(() => c.down());
 
 const last = (out: string) => JSON.parse(out.trim().split("\n").pop()!);
 
