@@ -80,5 +80,18 @@ await Promise.all([
     outfile: path.join(dist, "runtime.js"),
   }),
 ]);
-fs.copyFileSync(path.join(root, "node_modules/better-sqlite3/build/Release/better_sqlite3.node"), path.join(dist, "better_sqlite3.node"));
+// Never rewrite the addon in place: running head agents have it mapped, and changing the
+// file under them crashes them (SIGSEGV in a GC weak callback). Copy only when it differs,
+// to a new file renamed over the old one (running agents keep the old inode).
+{
+  const src = path.join(root, "node_modules/better-sqlite3/build/Release/better_sqlite3.node");
+  const dst = path.join(dist, "better_sqlite3.node");
+  const same = fs.existsSync(dst) && fs.readFileSync(src).equals(fs.readFileSync(dst));
+  if (same) fs.utimesSync(dst, new Date(), new Date());
+  else {
+    const tmp = `${dst}.${process.pid}.tmp`;
+    fs.copyFileSync(src, tmp);
+    fs.renameSync(tmp, dst);
+  }
+}
 console.error("built dist/ (cli.js, agent.js, runtime.js)");

@@ -2,15 +2,14 @@
 // A restarted head reads its history back from here.
 import path from "node:path";
 import fs from "node:fs";
-import { createRequire } from "node:module";
+import Database from "better-sqlite3";
 import type { JobRecord, JobStatus, LogLine } from "../../src/protocol/api.js";
-
-const require = createRequire(import.meta.url);
 
 type DB = import("better-sqlite3").Database;
 
+// A static import, so that the bundler puts better-sqlite3's JavaScript into dist/agent.js:
+// a host gets agent.js and the native addon, and no node_modules.
 function openDatabase(file: string): DB {
-  const Database = require("better-sqlite3") as typeof import("better-sqlite3");
   // The native addon travels next to the bundled agent (dist/better_sqlite3.node), so a host
   // needs no node_modules. In a source checkout, better-sqlite3 finds its own build.
   const here = path.dirname(new URL(import.meta.url).pathname);

@@ -64,15 +64,22 @@ export class ObjectStore {
     if (this.prefaulting || this.parkedBytes + cls > this.parkCap || this.used + this.parkedBytes + cls > this.capacity) return;
     this.prefaulting = cls;
     const name = `${cls}.${++this.parkSeq}`;
-    const file = path.join(this.dir, FREE_DIR, name);
-    fs.writeFile(file, Buffer.alloc(cls), (err) => {
+    // Written beside .free/ and renamed in only once complete: a writer that took a file
+    // still being filled got its data overwritten with zeros and the file re-extended.
+    const tmp = path.join(this.dir, `.prefault-${name}`);
+    fs.writeFile(tmp, Buffer.alloc(cls), (err) => {
       this.prefaulting = 0;
-      if (err) {
-        fs.unlink(file, () => {});
-        return;
+      if (!err) {
+        try {
+          fs.renameSync(tmp, path.join(this.dir, FREE_DIR, name));
+          this.parked.set(name, cls);
+          this.parkedBytes += cls;
+          return;
+        } catch {
+          /* the store is going away */
+        }
       }
-      this.parked.set(name, cls);
-      this.parkedBytes += cls;
+      fs.unlink(tmp, () => {});
     });
   }
 

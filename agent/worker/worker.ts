@@ -69,20 +69,24 @@ class DependencyError extends Error {
   }
 }
 
-function decodeArgs(core: Core, args: ResolvedArg[]): unknown[] {
-  return args.map((a) => {
+async function decodeArgs(core: Core, args: ResolvedArg[]): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (const a of args) {
     if ("ref" in a) {
       core.seedObject(a.ref, a.v, a.loc);
       if (a.v?.e === ENC_ERROR) throw new DependencyError(a.v);
-      if (a.v) return decodeValue(a.v.e, a.v.d!, a.v.k);
-      return readStored(a.loc!);
+      // From the store; if it was spilled since the agent sent its location, the core asks
+      // the agent where it is now.
+      try {
+        out.push(a.v ? decodeValue(a.v.e, a.v.d!, a.v.k) : await core.valueOf(a.ref));
+      } finally {
+        core.unseedObject(a.ref);
+      }
+    } else {
+      out.push(decodeValue(a.v.e, a.v.d!, a.v.k));
     }
-    return decodeValue(a.v.e, a.v.d!, a.v.k);
-  });
-}
-
-function readStored(loc: StoredLoc): unknown {
-  return decodeValue(loc.e, fs.readFileSync(loc.path), loc.k);
+  }
+  return out;
 }
 
 /** Encode a result: inline, or written to the store when large. */
@@ -180,7 +184,7 @@ async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Prom
   let out: { v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean };
   try {
     const fn = await resolveFn(core, m.fn);
-    const args = decodeArgs(core, m.args);
+    const args = await decodeArgs(core, m.args);
     out = await core.taskContext.run({ taskId: m.id, gpuIds: m.gpus ?? [] }, async () => {
       if (m.g) {
         let i = 0;
@@ -203,7 +207,7 @@ async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Prom
 async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>): Promise<any> {
   try {
     const cls = (await resolveFn(core, m.fn)) as new (...a: unknown[]) => any;
-    const args = decodeArgs(core, m.args);
+    const args = await decodeArgs(core, m.args);
     const instance = await core.taskContext.run({ actorId: m.actor, gpuIds: m.gpus ?? [] }, () => new cls(...args));
     core.send({ t: "actorReady", actor: m.actor });
     return instance;
@@ -225,7 +229,7 @@ async function runActorCall(
   try {
     const method = actor.instance[c.m];
     if (typeof method !== "function") throw new TypeError(`actor ${actor.name} has no method "${c.m}"`);
-    const args = decodeArgs(core, c.args);
+    const args = await decodeArgs(core, c.args);
     const result = await core.taskContext.run({ taskId: c.id, actorId: actor.id, gpuIds: actor.gpus }, () =>
       method.apply(actor.instance, args),
     );

@@ -25,13 +25,18 @@ export class ApiError extends Error {
 export class HeadClient {
   private rid = 0;
   private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
-  private readonly logHandlers = new Map<string, { onLine: (l: LogLine) => void; onEnd: (j: JobRecord) => void }>();
+  private readonly logHandlers = new Map<string, { onLine: (l: LogLine) => void; onEnd: (j: JobRecord) => void; onClose?: (e: Error) => void }>();
+  private closedByUs = false;
 
   private constructor(private readonly ws: WebSocket) {
     ws.on("message", (data) => this.onMessage(data as Buffer));
-    ws.on("close", () => {
-      for (const p of this.pending.values()) p.reject(new UserError("The connection to the head was closed."));
+    ws.on("close", (code, reason) => {
+      const why = reason?.length ? `: ${reason.toString()}` : code && code !== 1000 && code !== 1005 ? ` (code ${code})` : "";
+      const err = new UserError(`The connection to the head was closed${why}.`);
+      for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
+      // A follower waits for the job's end: tell it the stream is gone instead of leaving it hanging.
+      if (!this.closedByUs) for (const h of this.logHandlers.values()) h.onClose?.(err);
     });
   }
 
@@ -134,8 +139,13 @@ export class HeadClient {
       onLine(l);
     };
     let endResolve!: (j: JobRecord) => void;
-    const ended = new Promise<JobRecord>((r) => (endResolve = r));
-    if (follow) this.logHandlers.set(id, { onLine: emit, onEnd: (j) => endResolve(j) });
+    let endReject!: (e: Error) => void;
+    const ended = new Promise<JobRecord>((res, rej) => {
+      endResolve = res;
+      endReject = rej;
+    });
+    ended.catch(() => {}); // handled where awaited
+    if (follow) this.logHandlers.set(id, { onLine: emit, onEnd: (j) => endResolve(j), onClose: (e) => endReject(e) });
     const r = await this.request<{ lines: LogLine[]; job: JobRecord; following: boolean }>("jobLogs", { id, follow });
     for (const l of r.lines) emit(l);
     if (!follow || !r.following) {
@@ -157,6 +167,7 @@ export class HeadClient {
   }
 
   close(): void {
+    this.closedByUs = true;
     this.ws.close();
   }
 }
