@@ -1,7 +1,7 @@
 // Progress of `tray up` / `tray down`: one live line per host (connecting, uploading, setup,
 // starting, joined, or the failure) drawn with ink when stdout is a terminal; plain
 // timestamped lines otherwise, or JSON lines with { json: true } for scripts.
-import { createElement as h, type ReactElement } from "react";
+import type { ReactElement } from "react";
 
 export interface Progress {
   /** The host `node` is now at `step` (e.g. "connecting", "setup 2/5", "joined"). */
@@ -88,6 +88,7 @@ function inkProgress(stream: NodeJS.WriteStream): Progress {
   let frame = 0;
   let instance: { rerender(el: ReactElement): void; unmount(): void; waitUntilExit(): Promise<unknown> } | undefined;
   let ink: typeof import("ink") | undefined;
+  let h: typeof import("react").createElement;
   let pending = false;
   let stopped = false;
 
@@ -132,7 +133,9 @@ function inkProgress(stream: NodeJS.WriteStream): Progress {
   const timer = setInterval(() => { frame++; schedule(); }, 120);
   timer.unref();
 
-  import("ink").then((m) => {
+  // ink and react load only when drawing (ink takes ~0.3-1 s to load; meanwhile SSH work runs)
+  Promise.all([import("ink"), import("react")]).then(([m, r]) => {
+    h = r.createElement;
     ink = m;
     draw();
   }, () => { /* no ink: keep silent rows; done() prints a summary */ });
