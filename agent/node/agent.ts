@@ -87,6 +87,8 @@ export interface Actor {
   remoteOwner?: string;
   /** Host side: constructor arguments as they arrived (values or local locations). */
   pre?: ResolvedArg[];
+  /** The process that created it on this node (offered direct calls once it is alive). */
+  creator?: Conn;
 }
 
 export interface HeadHooks {
@@ -188,6 +190,11 @@ export class NodeAgent {
     this.server?.close();
     for (const c of this.conns) c.socket.destroy();
     try { fs.unlinkSync(this.socketPath); } catch { /* gone */ }
+    // Direct-call sockets of actors killed with the agent.
+    const prefix = `tray-a-${process.pid}-`;
+    try {
+      for (const f of fs.readdirSync(os.tmpdir())) if (f.startsWith(prefix)) fs.rmSync(path.join(os.tmpdir(), f), { force: true });
+    } catch { /* no tmpdir listing */ }
     this.store.destroy();
   }
 
@@ -383,6 +390,15 @@ export class NodeAgent {
       }
       case "jobDone":
         if (conn.jobId) this.head?.onJobDone(conn.jobId, m.ok, m.err, m.result);
+        return;
+      case "direct":
+        // A call that went straight to the actor: track its result like any other object.
+        this.objects.create(m.id);
+        conn.held.add(m.id);
+        return;
+      case "directDone":
+        if (m.loc) this.store.add(m.id, m.loc);
+        this.objects.resolve(m.id, m.err ? encodeError(m.err) : m.v, m.loc);
         return;
     }
   }
@@ -1044,6 +1060,7 @@ export class NodeAgent {
       queue: [],
       inFlight: new Map(),
       detached: !!m.o.detached,
+      creator: conn,
     };
     this.actors.set(a.id, a);
     if (!m.o.name) {
@@ -1223,6 +1240,7 @@ export class NodeAgent {
         maxConcurrency: typeof a.o.maxConcurrency === "number" ? a.o.maxConcurrency : 1,
         ns: a.o.ns,
         job: a.job,
+        sock: this.directSocket(a),
       });
       this.pumpActor(a);
     });
@@ -1241,6 +1259,17 @@ export class NodeAgent {
     }
     a.state = "alive";
     if (a.remoteOwner) this.net?.sendTo(a.remoteOwner, { t: "actorState", actor: a.id, state: "alive", node: this.opts.nodeId });
+    const sock = this.directSocket(a);
+    if (sock && a.creator && !a.creator.socket.destroyed) a.creator.send({ t: "actorDirect", actor: a.id, sock });
+  }
+
+  /**
+   * The socket an actor listens on for calls from its creator on this node (one hop each way
+   * instead of two through the agent). Not for actors whose calls the agent must retry.
+   */
+  private directSocket(a: Actor): string | undefined {
+    if (!a.creator || (typeof a.o.maxTaskRetries === "number" && a.o.maxTaskRetries !== 0)) return undefined;
+    return path.join(os.tmpdir(), `tray-a-${process.pid}-${a.id.replace(/[^A-Za-z0-9]/g, "")}.sock`);
   }
 
   private restartsExhausted(a: Actor): void {
@@ -1384,6 +1413,8 @@ export class NodeAgent {
     const a = this.actors.get(w.actorId!);
     if (!a || a.worker !== w) return;
     a.worker = undefined;
+    const sock = this.directSocket(a);
+    if (sock) fs.rmSync(sock, { force: true });
     if (a.state !== "dead") add(this.available, a.res);
     if (a.gpus.length) returnGpus(this.gpuFree, a.gpus, a.res.GPU ?? 0);
     a.gpus = [];

@@ -32,7 +32,7 @@ export class ObjectStore {
 
   /** Parked files may hold this much (their pages stay in memory, ready to reuse). */
   private get parkCap(): number {
-    return Math.min(this.capacity * 0.25, 2 * 1024 ** 3);
+    return Math.min(this.capacity * 0.1, 512 * 1024 ** 2);
   }
 
   /** A worker wrote an object: account for it, spilling older ones if we are over capacity. */

@@ -2,6 +2,8 @@
 // hosts one actor. It imports the job's bundle once (by content hash) and finds functions by
 // their remote() index in it.
 import fs from "node:fs";
+import net from "node:net";
+import { FrameReader, FrameWriter } from "../../src/protocol/frame.js";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Core } from "../../src/runtime/core.js";
@@ -152,6 +154,10 @@ export async function runWorker(): Promise<void> {
           if (instance === undefined) return;
           actor = { ...base(m), instance, maxConcurrency: m.maxConcurrency, calls: actor?.calls ?? [] };
           pumpActor();
+          if (m.sock) listenDirect(m.sock, (c) => {
+            actor!.calls.push(c);
+            pumpActor();
+          });
         });
         actor ??= base(m);
         return;
@@ -171,7 +177,7 @@ interface ActorState {
   gpus: number[];
   maxConcurrency: number;
   inFlight: number;
-  calls: Array<Extract<AgentToProc, { t: "actorCall" }>>;
+  calls: ActorCallMsg[];
 }
 
 /** An actor not yet constructed: calls queue until the constructor has run. */
@@ -218,10 +224,39 @@ async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>
   }
 }
 
+/** A direct call carries the writer its result goes back to (see listenDirect). */
+type ActorCallMsg = Extract<AgentToProc, { t: "actorCall" }> & { replyTo?: FrameWriter };
+
+/**
+ * The actor's own socket: its creator sends calls here directly, so a call costs one hop each
+ * way instead of two through the agent. The agent is told of each call by the caller.
+ */
+function listenDirect(sock: string, onCall: (c: ActorCallMsg) => void): void {
+  try { fs.unlinkSync(sock); } catch { /* fresh */ }
+  const server = net.createServer((socket) => {
+    const writer = new FrameWriter(socket);
+    const reader = new FrameReader(
+      (msgs) => {
+        for (const m of msgs as ActorCallMsg[]) {
+          if (m && m.t === "actorCall" && typeof m.id === "string" && typeof m.m === "string" && Array.isArray(m.args)) onCall({ ...m, replyTo: writer });
+        }
+      },
+      () => socket.destroy(),
+    );
+    socket.on("data", (d) => reader.push(d));
+    socket.on("error", () => {});
+  });
+  server.listen(sock, () => fs.chmodSync(sock, 0o600));
+  server.on("error", (e) => console.error(`[worker] direct actor socket failed: ${e.message}`));
+  process.on("exit", () => {
+    try { fs.unlinkSync(sock); } catch { /* gone */ }
+  });
+}
+
 async function runActorCall(
   core: Core,
   actor: ActorState,
-  c: Extract<AgentToProc, { t: "actorCall" }>,
+  c: ActorCallMsg,
 ): Promise<void> {
   const start = performance.now();
   let out: { v?: Tagged; loc?: StoredLoc; err?: WireError };
@@ -238,6 +273,8 @@ async function runActorCall(
     if (e instanceof DependencyError) out = { v: e.wire };
     else out = { err: toWireError(e, desc) };
   }
-  core.send({ t: "done", id: c.id, ms: performance.now() - start, ...out });
+  const done = { t: "done" as const, id: c.id, ms: performance.now() - start, ...out };
+  if (c.replyTo) c.replyTo.send(done);
+  else core.send(done);
 }
 

@@ -30,16 +30,22 @@ export type ProcToAgent =
   | { t: "kill"; actor: string; noRestart: boolean }
   | { t: "getActor"; rid: number; name: string; namespace: string }
   | { t: "cluster"; rid: number; what: "nodes" | "total" | "available" }
-  | { t: "jobDone"; ok: boolean; err?: WireError; result?: string };
+  | { t: "jobDone"; ok: boolean; err?: WireError; result?: string }
+  /** A call this process sent straight to an actor on this node (the result will follow). */
+  | { t: "direct"; id: string; actor: string }
+  /** The result of such a call: the object the agent tracks becomes ready. */
+  | { t: "directDone"; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError };
 
 export type AgentToProc =
   | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
   | { t: "rep"; rid: number; value?: unknown; err?: WireError }
   | { t: "gc" }
   | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string; ns?: string }
-  | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string; ns?: string }
+  | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string; ns?: string; sock?: string }
   | { t: "actorCall"; id: string; m: string; args: ResolvedArg[] }
-  | { t: "cancel"; id: string };
+  | { t: "cancel"; id: string }
+  /** The actor you created listens here: call it directly (one hop each way). */
+  | { t: "actorDirect"; actor: string; sock: string };
 
 // ------------------------------------------------------------------ validation
 
@@ -86,6 +92,8 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   getActor: (m) => isNum(m.rid) && isStr(m.name) && isStr(m.namespace),
   cluster: (m) => isNum(m.rid) && (m.what === "nodes" || m.what === "total" || m.what === "available"),
   jobDone: (m) => typeof m.ok === "boolean",
+  direct: (m) => isStr(m.id) && isStr(m.actor),
+  directDone: (m) => isStr(m.id) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
 };
 
 /** Returns an error sentence for a malformed message, or undefined when it is fine. */

@@ -7,12 +7,12 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
-import { decodeValue, encodeValue, tryDecodeError } from "./serialize.js";
+import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
 import { writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import type { FnRef } from "./remote.js";
-import { GetTimeoutError, fromWireError, type WireError } from "./errors.js";
+import { GetTimeoutError, ObjectLostError, fromWireError, type WireError } from "./errors.js";
 
 /** What this process knows of one object. */
 interface ObjState {
@@ -293,10 +293,13 @@ export class Core {
       if (loc.e === 2 && !loc.path) throw new Error("object error without data");
       let bytes: Buffer;
       try {
-        bytes = fs.readFileSync(loc.path);
+        bytes = readExactly(loc.path, loc.size);
         this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
-        if (e.code !== "ENOENT" || attempt > 3) throw e;
+        if (e.code !== "ENOENT") throw e;
+        if (attempt >= 3) {
+          throw new ObjectLostError(`object ${id} was lost: its data (${loc.path}) is gone from node ${loc.node} although references to it remain`);
+        }
         o.s = 0;
         o.subscribed = false;
         o.loc = undefined;
@@ -400,8 +403,74 @@ export class Core {
   callActor(actorId: string, method: string, args: unknown[]): ObjectRef<any> {
     const id = this.newId();
     this.objects.set(id, { s: 0 });
-    this.send({ t: "call", id, actor: actorId, m: method, args: this.encodeArgs(args) });
+    const encoded = this.encodeArgs(args);
+    let d = this.actorPaths.get(actorId);
+    if (!d) this.actorPaths.set(actorId, (d = { agentOutstanding: 0, inflight: new Set() }));
+    // Straight to the actor when it listens for us, its arguments are plain values, and no
+    // call of ours is still on the way through the agent (calls must run in order).
+    if (d.writer && d.agentOutstanding === 0 && encoded.every((a) => "v" in a)) {
+      this.send({ t: "direct", id, actor: actorId });
+      d.inflight.add(id);
+      d.writer.send({ t: "actorCall", id, m: method, args: encoded });
+    } else {
+      d.agentOutstanding++;
+      this.agentCalls.set(id, actorId);
+      this.send({ t: "call", id, actor: actorId, m: method, args: encoded });
+    }
     return this.newRef(id);
+  }
+
+  /** How calls reach each actor this process called: through the agent, or directly. */
+  private readonly actorPaths = new Map<string, { agentOutstanding: number; inflight: Set<string>; writer?: FrameWriter; socket?: net.Socket }>();
+  private readonly agentCalls = new Map<string, string>();
+
+  /** kill(): later calls must go through the agent, which then knows the actor is dead. */
+  killActor(actorId: string, noRestart: boolean): void {
+    const d = this.actorPaths.get(actorId);
+    if (d) d.writer = undefined;
+    this.send({ t: "kill", actor: actorId, noRestart });
+  }
+
+  private connectDirect(actorId: string, sock: string): void {
+    let d = this.actorPaths.get(actorId);
+    if (!d) this.actorPaths.set(actorId, (d = { agentOutstanding: 0, inflight: new Set() }));
+    if (d.socket && !d.socket.destroyed) return;
+    const path = d;
+    const socket = net.createConnection(sock);
+    socket.setNoDelay?.(true);
+    path.socket = socket;
+    socket.on("connect", () => (path.writer = new FrameWriter(socket)));
+    const reader = new FrameReader(
+      (msgs) => {
+        for (const m of msgs as Array<{ t: string; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError }>) {
+          if (m?.t !== "done" || !path.inflight.delete(m.id)) continue;
+          this.directResult(m.id, m.v, m.loc, m.err);
+        }
+      },
+      () => socket.destroy(),
+    );
+    socket.on("data", (c) => reader.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      // The actor's process went away: calls in flight fail as they would through the agent.
+      path.writer = undefined;
+      path.socket = undefined;
+      for (const id of path.inflight) this.directResult(id, undefined, undefined, { kind: "ActorDiedError", message: `the actor ${actorId} died while running the call` });
+      path.inflight.clear();
+    });
+  }
+
+  private directResult(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError): void {
+    this.send({ t: "directDone", id, v, loc, err });
+    const o = this.objects.get(id);
+    if (!o) return;
+    o.s = 1;
+    if (err) o.v = encodeErrorValue(err);
+    else if (v) o.v = v;
+    else o.loc = loc;
+    const ws = o.waiters;
+    o.waiters = undefined;
+    if (ws) for (const w of ws) w();
   }
 
   async nextGeneratorItem<T>(taskId: string, i: number, completion: ObjectRef<number>): Promise<ObjectRef<T> | undefined> {
@@ -438,8 +507,16 @@ export class Core {
 
   private onMessage(m: AgentToProc): void {
     switch (m.t) {
+      case "actorDirect":
+        this.connectDirect(m.actor, m.sock);
+        return;
       case "ready": {
         for (const it of m.items) {
+          const viaAgent = this.agentCalls.get(it.id);
+          if (viaAgent !== undefined) {
+            this.agentCalls.delete(it.id);
+            this.actorPaths.get(viaAgent)!.agentOutstanding--;
+          }
           let o = this.objects.get(it.id);
           if (!o) continue; // nobody here cares any more
           o.s = 1;
@@ -496,6 +573,23 @@ export class Core {
       namespace: this.namespace,
       gpuIds: c?.gpuIds ?? [],
     };
+  }
+}
+
+/** The object's bytes: exactly `size` of them (a reused store file may be longer). */
+function readExactly(file: string, size: number): Buffer {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const n = fs.readSync(fd, buf, off, size - off, off);
+      if (n === 0) throw Object.assign(new Error(`${file} holds ${off} bytes, expected ${size}`), { code: "ENOENT" });
+      off += n;
+    }
+    return buf;
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -54,7 +54,7 @@ export function cancel(ref: ObjectRef<any>, opts: { force?: boolean; recursive?:
 
 /** Terminate an actor; by default it is not restarted. */
 export function kill(actor: ActorHandle<any>, opts: { noRestart?: boolean } = {}): void {
-  getCore().send({ t: "kill", actor: actor._actorId, noRestart: opts.noRestart ?? true });
+  getCore().killActor(actor._actorId, opts.noRestart ?? true);
 }
 
 /** The handle of a named actor. */
