@@ -18,6 +18,30 @@ import YAML from "yaml";
 import { emulatorUnavailable, harnesses, type CloudHarness, type EmulatorBase } from "../emulator/index.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/**
+ * A private copy of dist/ for this test process: dist/ is rebuilt (chunks deleted) whenever
+ * someone builds after a source change, which would pull the CLI out from under a running
+ * test. The copy lives under node_modules/ so the bundle's external packages still resolve.
+ */
+let DIST = "";
+function privateDist(): string {
+  if (DIST) return DIST;
+  for (let attempt = 1; ; attempt++) {
+    execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
+    const dir = path.join(ROOT, "node_modules", ".cache", `tray-e2e-cloud-${process.pid}`, "dist");
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.cpSync(path.join(ROOT, "dist"), dir, { recursive: true });
+    try {
+      execFileSync(process.execPath, [path.join(dir, "cli.js"), "--help"], { stdio: "ignore" });
+      return (DIST = dir);
+    } catch (e) {
+      if (attempt >= 3) throw e; // copied in the middle of someone's build: build and copy again
+    }
+  }
+}
+after(() => {
+  if (DIST) fs.rmSync(path.dirname(DIST), { recursive: true, force: true });
+});
 const ONLY = process.env.TRAY_E2E_CLOUDS?.split(",").map((s) => s.trim());
 
 interface Cli {
@@ -65,17 +89,17 @@ for (const h of harnesses as CloudHarness<any>[]) {
 
     function tray(args: string[], extraEnv: Record<string, string | undefined> = {}, timeoutMs = 240_000): Promise<Cli> {
       const t = Date.now();
-      const e: Record<string, string | undefined> = { ...process.env, TRAY_HOME: path.join(tmp, "home"), ...env, ...extraEnv };
+      const e: Record<string, string | undefined> = { ...process.env, TRAY_HOME: path.join(tmp, "home"), TRAY_DIST: DIST, ...env, ...extraEnv };
       for (const k of Object.keys(e)) if (e[k] === undefined) delete e[k];
       return new Promise((resolve) => {
-        execFile(process.execPath, [path.join(ROOT, "bin/tray.js"), ...args], { cwd: tmp, env: e as NodeJS.ProcessEnv, timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) =>
+        execFile(process.execPath, [path.join(DIST, "cli.js"), ...args], { cwd: tmp, env: e as NodeJS.ProcessEnv, timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) =>
           resolve({ code: err ? (typeof (err as any).code === "number" ? (err as any).code : 1) : 0, stdout, stderr, ms: Date.now() - t }),
         );
       });
     }
 
     before(async () => {
-      execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
+      privateDist();
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tray-e2e-${h.cloud}-`));
       execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tray-e2e", "-f", path.join(tmp, "id_ed25519")]);
       fs.writeFileSync(path.join(tmp, "job.ts"), JOB);
