@@ -250,6 +250,19 @@ function agentBundle(distDir: string): AgentBundle {
 
 // ------------------------------------------------------------------ remote scripts
 
+/** Run a script with sh whatever the login shell is (tcsh, fish ...). */
+export function sh(script: string): string {
+  return `sh -c ${shq(script)}`;
+}
+
+/**
+ * A user's setup command runs as Ray runs it: in a bash login shell (so ~/.profile's PATH,
+ * conda, nvm ... apply), or sh where there is no bash.
+ */
+export function userCommand(cmd: string): string {
+  return sh(`if command -v bash >/dev/null 2>&1; then exec bash --login -c ${shq(cmd)}; else exec sh -c ${shq(cmd)}; fi`);
+}
+
 const ALIVE_FN = `alive() { [ -n "$1" ] && [ -r /proc/$1/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status; }`;
 
 function probeScript(stateDir: string): string {
@@ -257,7 +270,10 @@ function probeScript(stateDir: string): string {
     `printf 'home=%s\\n' "$HOME"`,
     `printf 'hostname=%s\\n' "$(hostname 2>/dev/null)"`,
     `printf 'arch=%s\\n' "$(uname -m)"`,
-    `N=""; for c in "$HOME/${REMOTE_ROOT}/node/bin/node" "$(command -v node 2>/dev/null)"; do if [ -n "$c" ] && [ -x "$c" ]; then N="$c"; break; fi; done`,
+    // our own node first, then the PATH, then a login shell's PATH (nvm, /opt/...)
+    `N="$HOME/${REMOTE_ROOT}/node/bin/node"; [ -x "$N" ] || N="$(command -v node 2>/dev/null)"`,
+    `[ -n "$N" ] || N="$(bash --login -c 'command -v node' 2>/dev/null </dev/null | tail -n 1)"`,
+    `[ -n "$N" ] && [ -x "$N" ] || N=""`,
     `if [ -n "$N" ]; then printf 'nodepath=%s\\n' "$N"; printf 'node=%s\\n' "$("$N" -p 'process.versions.node+" "+process.versions.modules' 2>/dev/null)"; fi`,
     `mkdir -p "$HOME/${REMOTE_ROOT}" 2>/dev/null; printf 'df=%s\\n' "$(df -Pk "$HOME/${REMOTE_ROOT}" 2>/dev/null | awk 'NR==2{print $4}')"`,
     ALIVE_FN,
@@ -287,7 +303,8 @@ function startScript(stateDir: string, cmd: string): string {
     `mkdir -p ${stateDir} && cd ${stateDir} || exit 5`,
     stopScript(stateDir).replace(/echo (killed|stopped|not-running)/g, ":"),
     `rm -f ready.json`,
-    `setsid ${cmd} >> agent.log 2>&1 < /dev/null &`,
+    // a new session: no SIGHUP when the SSH session ends (nohup where util-linux is missing)
+    `if command -v setsid >/dev/null 2>&1; then setsid ${cmd} >> agent.log 2>&1 < /dev/null & else nohup ${cmd} >> agent.log 2>&1 < /dev/null & fi`,
     `P=$!; echo $P > agent.pid`,
     `i=0; while [ $i -lt 1200 ]; do`,
     `  if [ -s ready.json ]; then cat ready.json; exit 0; fi`,
@@ -465,7 +482,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       progress.update(n.name, "connecting", n.ssh ? `${n.ssh.user}@${n.ssh.host}` : "");
       h.conn = await connectNode(state, n, { pin: true, save: false });
       writeState(state); // a newly pinned key is kept even if a later step fails
-      h.probe = parseProbe(await h.conn.run(probeScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`), "probing the host"));
+      h.probe = parseProbe(await h.conn.run(sh(probeScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)), "probing the host"));
       const p = h.probe;
       h.stateDir = remoteStateDir(p.home, name);
       h.agentDir = `${p.home}/${REMOTE_ROOT}/agent/${bundle.hash}`;
@@ -555,7 +572,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       }
       progress.update(n.name, h.probe?.agentPid ? "restarting agent" : "starting agent");
       const cmd = `${shq(h.nodeBin!)} ${shq(`${h.agentDir}/agent.js`)} ${agentArgs(h)}`;
-      const r = await h.conn!.exec(startScript(shq(h.stateDir!), cmd));
+      const r = await h.conn!.exec(sh(startScript(shq(h.stateDir!), cmd)));
       if (r.code !== 0) {
         const out = (r.stdout + r.stderr).replace(/TRAY_AGENT_(DIED|TIMEOUT)\n?/, "").trim();
         const why = r.stdout.includes("TRAY_AGENT_DIED") ? "exited at start" : r.stdout.includes("TRAY_AGENT_TIMEOUT") ? "did not become ready within 60 s" : `could not be started (exit code ${r.code})`;
@@ -618,7 +635,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       progress.update(n.name, "removing", "no longer in the cluster config");
       try {
         const c = await connectNode(state, n, { pin: false, save: false });
-        await c.run(stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`) + "\n" + removeScript(name), "stopping the agent");
+        await c.run(sh(stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`) + "\n" + removeScript(name)), "stopping the agent");
         c.close();
         progress.update(n.name, "removed");
       } catch (e) {
@@ -653,7 +670,8 @@ async function runCommands(h: HostCtx, cmds: string[], label: string, progress: 
   for (const cmd of cmds) {
     progress.update(h.node.name, label, `$ ${cmd.length > 60 ? cmd.slice(0, 57) + "..." : cmd}`);
     let lastLine = "";
-    const r = await h.conn!.exec(cmd, {
+    const r = await h.conn!.exec(userCommand(cmd), {
+      label: cmd,
       onData: (b) => {
         const l = b.toString("utf8").trim().split("\n").pop()?.trim();
         if (l && l !== lastLine) {
@@ -784,7 +802,7 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
           progress.update(n.name, "stopping agent", host);
           const c = await connectNode(state, n, { pin: false, save: false });
           try {
-            const out = await c.run(`${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)}\n${removeScript(name)}`, "stopping the agent");
+            const out = await c.run(sh(`${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)}\n${removeScript(name)}`), "stopping the agent");
             const agent = out.trim().split("\n")[0] ?? "";
             progress.update(n.name, "removed", agent === "not-running" ? "(agent was not running)" : `(agent ${agent})`);
             reports.push({ name: n.name, host, status: "removed", agent });

@@ -45,6 +45,8 @@ export interface ExecOptions {
   /** Keep at most this many bytes of each stream (the tail), default 1 MiB. */
   maxOutput?: number;
   pty?: boolean;
+  /** How to name the command in messages (default: the command itself). */
+  label?: string;
   /** Give up after this long (the remote process gets SIGKILL via the closed channel). */
   timeoutMs?: number;
 }
@@ -228,10 +230,11 @@ export class SshConnection {
   /** Run a command (through the login shell); resolves with its exit code and output. */
   exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     const max = opts.maxOutput ?? 1 << 20;
+    const label = short(opts.label ?? command);
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(mapSessionError(new Error("Not connected"), this.where, `running \`${command}\``));
+      if (this.closed) return reject(mapSessionError(new Error("Not connected"), this.where, `running \`${label}\``));
       this.client.exec(command, opts.pty ? { pty: true } : {}, (err, ch) => {
-        if (err) return reject(mapSessionError(err, this.where, `running \`${short(command)}\``));
+        if (err) return reject(mapSessionError(err, this.where, `running \`${label}\``));
         const out: Buffer[] = [];
         const errs: Buffer[] = [];
         let outLen = 0;
@@ -263,7 +266,7 @@ export class SshConnection {
           if (timer) clearTimeout(timer);
           this.closeListeners = this.closeListeners.filter((l) => l !== onDrop);
           if (code === null && !signal && this.closed) {
-            reject(mapSessionError(new Error("Not connected"), this.where, `running \`${short(command)}\``));
+            reject(mapSessionError(new Error("Not connected"), this.where, `running \`${label}\``));
             return;
           }
           resolve({ code, ...(signal ? { signal } : {}), stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(errs).toString("utf8") });
