@@ -25,7 +25,10 @@ const upToDate =
   Math.min(...outputs.map((f) => fs.statSync(f).mtimeMs)) > Math.max(...watched.map((w) => newest(path.join(root, w))));
 if (upToDate) process.exit(0);
 
-fs.rmSync(path.join(dist, "chunks"), { recursive: true, force: true });
+// Old chunks are not removed before building: a CLI started a moment ago may still import
+// them lazily (removing them made concurrent commands fail with ERR_MODULE_NOT_FOUND).
+// Chunks this build did not write and that are older than an hour are removed after it.
+const buildStart = Date.now();
 fs.mkdirSync(dist, { recursive: true });
 
 // A provider whose folder is absent in this checkout becomes a module that says so when used,
@@ -92,6 +95,14 @@ await Promise.all([
     const tmp = `${dst}.${process.pid}.tmp`;
     fs.copyFileSync(src, tmp);
     fs.renameSync(tmp, dst);
+  }
+}
+{
+  const chunks = path.join(dist, "chunks");
+  for (const f of fs.existsSync(chunks) ? fs.readdirSync(chunks) : []) {
+    const p = path.join(chunks, f);
+    const m = fs.statSync(p).mtimeMs;
+    if (m < buildStart && m < buildStart - 3600_000) fs.rmSync(p, { force: true });
   }
 }
 console.error("built dist/ (cli.js, agent.js, runtime.js)");

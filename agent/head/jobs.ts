@@ -107,6 +107,8 @@ export class JobManager {
     d.proc.stdin!.end(
       JSON.stringify({
         ...env,
+        // the job's tasks and actors get it too (see jobEnv in src/runtime/core.ts)
+        ...(Object.keys(env).length ? { TRAY_JOB_ENV: JSON.stringify(env) } : {}),
         TRAY_JOB_ID: job.id,
         TRAY_WORKER_ID: `${this.agent.opts.nodeId.slice(0, 8)}d${(++driverSeq).toString(36)}`,
         TRAY_BUNDLE_HASH: job.bundle,

@@ -593,12 +593,38 @@ function readExactly(file: string, size: number): Buffer {
   }
 }
 
+/**
+ * The job's environment (`tray submit --env K=V`): every task and actor of the job runs with
+ * it, under its own runtimeEnv. It travels as the task's env (so its workers are started
+ * with it), including TRAY_JOB_ENV itself so that tasks they submit carry it on.
+ */
+let jobEnvCache: Record<string, string> | undefined;
+function jobEnv(): Record<string, string> {
+  if (!jobEnvCache) {
+    const raw = process.env.TRAY_JOB_ENV;
+    try {
+      jobEnvCache = raw ? { ...JSON.parse(raw), TRAY_JOB_ENV: raw } : {};
+    } catch {
+      jobEnvCache = {};
+    }
+  }
+  return jobEnvCache!;
+}
+
+function envOf(o: RemoteOptions): Record<string, string> | undefined {
+  const j = jobEnv();
+  const own = o.runtimeEnv?.env;
+  if (!own && j.TRAY_JOB_ENV === undefined) return undefined;
+  return { ...j, ...own };
+}
+
 function taskWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {
   const w: Record<string, unknown> = { ns: namespace };
   if (o.maxRetries !== undefined) w.maxRetries = o.maxRetries;
   if (o.retryExceptions) w.retryExceptions = true;
   if (o.schedulingStrategy !== undefined) w.strategy = o.schedulingStrategy;
-  if (o.runtimeEnv?.env) w.env = o.runtimeEnv.env;
+  const env = envOf(o);
+  if (env) w.env = env;
   return w;
 }
 
@@ -614,6 +640,7 @@ function actorWireOptions(o: RemoteOptions, namespace: string): Record<string, u
   if (o.lifetime === "detached") w.detached = true;
   if (o.getIfExists) w.getIfExists = true;
   if (o.schedulingStrategy !== undefined) w.strategy = o.schedulingStrategy;
-  if (o.runtimeEnv?.env) w.env = o.runtimeEnv.env;
+  const env = envOf(o);
+  if (env) w.env = env;
   return w;
 }
