@@ -115,6 +115,7 @@ async function runAgent(argv: string[]): Promise<void> {
           cluster,
           nodes: agent.clusterNodes(),
           actors: agent.actorList(),
+          placementGroups: net.pgs?.list() ?? [],
           jobs: st.listJobs(20),
         }),
         // Node agents join on the same port, at /peer, with the same token.

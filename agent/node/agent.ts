@@ -391,6 +391,9 @@ export class NodeAgent {
       case "jobDone":
         if (conn.jobId) this.head?.onJobDone(conn.jobId, m.ok, m.err, m.result);
         return;
+      case "pg":
+        this.net?.pgRequest(conn, m);
+        return;
       case "direct":
         // A call that went straight to the actor: track its result like any other object.
         this.objects.create(m.id);

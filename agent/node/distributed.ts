@@ -14,6 +14,7 @@ import { Link, dial } from "../cluster/link.js";
 import { HeadConnection, NodeTable } from "../cluster/membership.js";
 import { place, type Placement, type Strategy } from "./placement.js";
 import { subtract, type Resources } from "./resources.js";
+import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
 const CHUNK = 8 * 1024 * 1024;
 
@@ -40,6 +41,10 @@ export class Distributed {
   private readonly actorHomes = new Map<string, string>();
   private readonly bundleFetches = new Map<string, Promise<void>>();
   private readonly subscribers = new Map<string, Subscriber>();
+  /** Bundles of placement groups reserved on this node. */
+  readonly bundles: BundleReservations;
+  /** Head only: the placement-group table. */
+  pgs?: PlacementGroups;
 
   constructor(
     readonly agent: NodeAgent,
@@ -47,6 +52,7 @@ export class Distributed {
     readonly self: () => NodeView,
   ) {
     this.view.set(agent.opts.nodeId, self());
+    this.bundles = new BundleReservations(agent.total, agent.available);
   }
 
   get selfId(): string {
@@ -64,6 +70,7 @@ export class Distributed {
     };
     t.onDead = (id) => this.nodeDied(id);
     t.start();
+    this.startPlacementGroups(t);
     // The head's own entry is refreshed from itself, not from heartbeats.
     setInterval(() => {
       t.heartbeat(this.selfId, this.heartbeatFields());
@@ -82,7 +89,7 @@ export class Distributed {
 
   heartbeatFields() {
     const me = this.agent.nodeInfo();
-    return { available: me.available, queued: me.queuedCount, store: me.store, pending: me.pending, workers: me.workers };
+    return { total: me.resources, available: me.available, queued: me.queuedCount, store: me.store, pending: me.pending, workers: me.workers };
   }
 
   private setView(nodes: NodeView[]): void {
@@ -165,6 +172,14 @@ export class Distributed {
   // ------------------------------------------------------------------ placement
 
   place(res: Resources, strategy: Strategy): Placement {
+    if (strategy && typeof strategy === "object" && "placementGroup" in strategy) {
+      // Into a bundle: the demand becomes the bundle's resources, which only its node has.
+      const pg = strategy.placementGroup as { id?: unknown } | undefined;
+      if (pg && typeof pg.id === "string") {
+        rewriteDemand(res, pg.id, typeof strategy.bundleIndex === "number" ? strategy.bundleIndex : -1);
+        strategy = "DEFAULT";
+      }
+    }
     // This node's own figures are exact and cheap; the others come from the broadcast view.
     const a = this.agent;
     const me: NodeView = { ...this.view.get(this.selfId)!, total: a.total, available: a.available, queued: a.queuedCount(), alive: true };
@@ -445,6 +460,7 @@ export class Distributed {
     this.remoteHolds.delete(nodeId);
     if (holds) for (const id of holds) this.agent.objects.decr(id);
     this.agent.onNodeDied(nodeId, name);
+    this.pgs?.nodeDied(nodeId);
   }
 
   // ------------------------------------------------------------------ messages
@@ -459,7 +475,7 @@ export class Distributed {
         link.reply(m.rid!, true);
         return;
       case "hb":
-        this.table?.heartbeat(m.nodeId, { available: m.available, queued: m.queued, store: m.store, pending: m.pending, workers: m.workers });
+        this.table?.heartbeat(m.nodeId, { ...(m.total ? { total: m.total } : {}), available: m.available, queued: m.queued, store: m.store, pending: m.pending, workers: m.workers });
         return;
       case "view":
         this.setView(m.nodes);
@@ -561,6 +577,25 @@ export class Distributed {
       case "endJob":
         a.endJob(m.job, false);
         return;
+      case "pg":
+        void this.handlePg(m, a.opts.nodeId).then((r) => link.reply(m.rid!, r));
+        return;
+      case "pgPrepare": {
+        const ok = this.bundles.prepare(m.id, m.i, m.res);
+        link.reply(m.rid!, ok);
+        return;
+      }
+      case "pgCommit": {
+        const ok = this.bundles.commit(m.id, m.i);
+        a.kick();
+        link.reply(m.rid!, ok ? { total: a.total, available: a.available } : false);
+        return;
+      }
+      case "pgRelease":
+        this.bundles.release(m.id, m.i);
+        a.kick();
+        link.reply(m.rid!, { total: a.total, available: a.available });
+        return;
       case "rep":
         return;
     }
@@ -580,6 +615,7 @@ export class Distributed {
 
   /** Tell every node a job ended (head only). */
   broadcastEndJob(job: string): void {
+    this.pgs?.removeJob(job);
     for (const l of this.table?.links.values() ?? []) l.send({ t: "endJob", job });
   }
 
@@ -588,7 +624,113 @@ export class Distributed {
     this.headLink()?.send({ t: "jobLog", job, stream, line });
   }
 
+  // ------------------------------------------------------------------ placement groups
+
+  private startPlacementGroups(t: NodeTable): void {
+    const grace = Number(process.env.TRAY_INFEASIBLE_GRACE_MS ?? 10_000);
+    this.pgs = new PlacementGroups(
+      {
+        nodes: () =>
+          t.view().filter((n) => n.alive).map((n) =>
+            n.nodeId === this.selfId
+              ? { nodeId: n.nodeId, name: n.name, total: this.agent.total, available: this.agent.available }
+              : { nodeId: n.nodeId, name: n.name, total: n.total, available: n.available },
+          ),
+        prepare: async (node, pg, i, b) => {
+          if (node === this.selfId) return this.bundles.prepare(pg, i, b);
+          const l = t.links.get(node);
+          if (!l) return false;
+          return (await l.request<boolean>({ t: "pgPrepare", id: pg, i, res: b })) === true;
+        },
+        commit: async (node, pg, i) => {
+          if (node === this.selfId) {
+            const ok = this.bundles.commit(pg, i);
+            this.agent.kick();
+            return ok;
+          }
+          const l = t.links.get(node);
+          if (!l) return false;
+          const r = await l.request<false | { total: Resources; available: Resources }>({ t: "pgCommit", id: pg, i });
+          if (!r) return false;
+          // Known at once in the view (not only at the node's next heartbeat).
+          const n = t.nodes.get(node);
+          if (n) {
+            n.total = r.total;
+            n.available = r.available;
+          }
+          return true;
+        },
+        release: async (node, pg, i) => {
+          if (node === this.selfId) {
+            this.bundles.release(pg, i);
+            this.agent.kick();
+            return;
+          }
+          const l = t.links.get(node);
+          if (!l) return;
+          const r = await l.request<{ total: Resources; available: Resources }>({ t: "pgRelease", id: pg, i });
+          const n = t.nodes.get(node);
+          if (n && r) {
+            n.total = r.total;
+            n.available = r.available;
+          }
+        },
+        changed: () => {
+          t.heartbeat(this.selfId, this.heartbeatFields());
+          t.onChange();
+        },
+      },
+      grace,
+    );
+    this.pgs.start();
+  }
+
+  /** A placement-group request from a process on this node (create, wait, remove). */
+  pgRequest(conn: Conn, m: { rid: number; op: string; id: string; bundles?: Resources[]; strategy?: string; name?: string }): void {
+    const job = this.agent.jobOf(conn);
+    const msg = { t: "pg" as const, op: m.op, id: m.id, bundles: m.bundles, strategy: m.strategy, name: m.name, job };
+    const answer = (r: { value?: unknown; err?: any }) => conn.send(r.err ? { t: "rep", rid: m.rid, err: r.err } : { t: "rep", rid: m.rid, value: r.value });
+    if (this.pgs) {
+      void this.handlePg(msg, this.selfId).then(answer);
+      return;
+    }
+    const head = this.headLink();
+    if (!head) {
+      answer({ err: { kind: "TaskError", causeName: "Error", message: "this node is not connected to the head, which keeps placement groups" } });
+      return;
+    }
+    head.request<{ value?: unknown; err?: unknown }>(msg).then(answer, (e) => answer({ err: { kind: "TaskError", causeName: "Error", message: `placement group request failed: ${(e as Error).message}` } }));
+  }
+
+  /** Head: one placement-group operation; answers { value } or { err } (a wire error). */
+  private async handlePg(m: { op: string; id: string; bundles?: Resources[]; strategy?: string; name?: string; job?: string }, _from: string): Promise<{ value?: unknown; err?: unknown }> {
+    const pgs = this.pgs;
+    if (!pgs) return { err: { kind: "TaskError", causeName: "Error", message: "placement groups are kept by the head" } };
+    const bad = (message: string) => ({ err: { kind: "TaskError", causeName: "ValueError", message } });
+    switch (m.op) {
+      case "create": {
+        if (!PG_STRATEGIES.includes(m.strategy as PgStrategy)) return bad(`placement group strategy must be one of ${PG_STRATEGIES.join(", ")}, got ${JSON.stringify(m.strategy)}`);
+        if (!Array.isArray(m.bundles) || !m.bundles.length) return bad("a placement group needs at least one bundle");
+        const r = pgs.create({ id: m.id, name: m.name, job: m.job ?? "", strategy: m.strategy as PgStrategy, bundles: m.bundles });
+        return r.error ? bad(r.error) : { value: true };
+      }
+      case "wait":
+        return pgs.wait(m.id).then(
+          () => ({ value: true }),
+          (err) => ({ err }),
+        );
+      case "remove":
+        await pgs.remove(m.id);
+        return { value: true };
+      case "list":
+        return { value: pgs.list() };
+      default:
+        return bad(`unknown placement group operation ${m.op}`);
+    }
+  }
+
   stop(): void {
+    this.pgs?.stop();
     this.table?.stop();
     this.headConn?.stop();
     for (const l of this.links.values()) l.close();

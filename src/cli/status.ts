@@ -35,6 +35,13 @@ export function renderStatus(s: any): string {
   const actors = (s.actors ?? []).filter((a: any) => a.state !== "dead");
   out.write(`\nActors: ${actors.length}\n`);
   for (const a of actors.slice(0, 20)) out.write(`  ${a.className}${a.name ? ` "${a.name}"` : ""} ${a.state}${a.detached ? " detached" : ""} ${a.id}\n`);
+  const pgs = s.placementGroups ?? [];
+  if (pgs.length) {
+    out.write(`\nPlacement groups: ${pgs.length}\n`);
+    for (const g of pgs.slice(0, 20)) {
+      out.write(`  ${g.id}${g.name ? ` "${g.name}"` : ""} ${g.strategy} ${g.bundles.length} bundle(s) ${g.state}${g.reason ? ` (${g.reason})` : ""}\n`);
+    }
+  }
   out.write(`\nRecent jobs:\n`);
   if (!s.jobs.length) out.write("  none\n");
   for (const j of s.jobs.slice(0, 10)) out.write(`  ${j.id}  ${j.status.padEnd(9)}  ${j.entrypoint}${j.error ? `  (${j.error})` : ""}\n`);

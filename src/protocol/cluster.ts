@@ -42,7 +42,7 @@ export interface RemoteTask {
 export type ClusterMsg =
   | { t: "rep"; rid: number; value?: unknown; err?: string }
   | { t: "register"; rid?: number; node: NodeView }
-  | { t: "hb"; nodeId: string; available: Record<string, number>; queued: number; store?: unknown; pending?: unknown[]; workers?: number }
+  | { t: "hb"; nodeId: string; total?: Record<string, number>; available: Record<string, number>; queued: number; store?: unknown; pending?: unknown[]; workers?: number }
   | { t: "view"; nodes: NodeView[] }
   | { t: "exec"; task: RemoteTask }
   | { t: "result"; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean }
@@ -66,12 +66,20 @@ export type ClusterMsg =
   | { t: "lookupName"; rid?: number; key: string }
   | { t: "dropName"; key: string; actor: string }
   | { t: "locateActor"; rid?: number; actor: string }
-  | { t: "endJob"; job: string };
+  | { t: "endJob"; job: string }
+  /** Placement groups: a node's request to the head (create, wait, remove, list). */
+  | { t: "pg"; rid?: number; op: string; id: string; bundles?: Record<string, number>[]; strategy?: string; name?: string; job?: string }
+  /** Head → node: reserve a bundle (phase 1), make it usable (phase 2), give it back. */
+  | { t: "pgPrepare"; rid?: number; id: string; i: number; res: Record<string, number> }
+  | { t: "pgCommit"; rid?: number; id: string; i: number }
+  | { t: "pgRelease"; rid?: number; id: string; i: number };
 
 const isStr = (v: unknown): v is string => typeof v === "string";
 const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 const isObj = (v: unknown): v is Record<string, any> => typeof v === "object" && v !== null && !Array.isArray(v);
 const isStrArr = (v: unknown) => Array.isArray(v) && v.every(isStr);
+const isRes = (v: unknown) => isObj(v) && Object.values(v).every((x) => isNum(x) && x >= 0);
+const isBundles = (v: unknown) => Array.isArray(v) && v.every(isRes);
 
 const checks: Record<string, (m: Record<string, any>) => boolean> = {
   rep: (m) => isNum(m.rid),
@@ -100,6 +108,10 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   dropName: (m) => isStr(m.key) && isStr(m.actor),
   locateActor: (m) => isStr(m.actor) && isNum(m.rid),
   endJob: (m) => isStr(m.job),
+  pg: (m) => isNum(m.rid) && isStr(m.op) && isStr(m.id) && (m.bundles === undefined || isBundles(m.bundles)),
+  pgPrepare: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i) && isRes(m.res),
+  pgCommit: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i),
+  pgRelease: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i),
 };
 
 export function validateClusterMessage(m: unknown): string | undefined {

@@ -31,6 +31,8 @@ export type ProcToAgent =
   | { t: "getActor"; rid: number; name: string; namespace: string }
   | { t: "cluster"; rid: number; what: "nodes" | "total" | "available" }
   | { t: "jobDone"; ok: boolean; err?: WireError; result?: string }
+  /** Placement groups (kept by the head): create, wait (until placed), remove, list. */
+  | { t: "pg"; rid: number; op: "create" | "wait" | "remove" | "list"; id: string; bundles?: Record<string, number>[]; strategy?: string; name?: string }
   /** A call this process sent straight to an actor on this node (the result will follow). */
   | { t: "direct"; id: string; actor: string }
   /** The result of such a call: the object the agent tracks becomes ready. */
@@ -92,6 +94,10 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   getActor: (m) => isNum(m.rid) && isStr(m.name) && isStr(m.namespace),
   cluster: (m) => isNum(m.rid) && (m.what === "nodes" || m.what === "total" || m.what === "available"),
   jobDone: (m) => typeof m.ok === "boolean",
+  pg: (m) =>
+    isNum(m.rid) && ["create", "wait", "remove", "list"].includes(m.op) && isStr(m.id) &&
+    (m.bundles === undefined || (Array.isArray(m.bundles) && m.bundles.every(isRes))) &&
+    (m.strategy === undefined || isStr(m.strategy)) && (m.name === undefined || isStr(m.name)),
   direct: (m) => isStr(m.id) && isStr(m.actor),
   directDone: (m) => isStr(m.id) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
 };

@@ -9,6 +9,8 @@ export { ObjectRef, ObjectRefGenerator, ActorHandle } from "./refs.js";
 export type { ActorHandleOf, ActorMethod } from "./refs.js";
 export type { RemoteOptions, SchedulingStrategy } from "./options.js";
 export type { RuntimeContext } from "./core.js";
+export { placementGroup, removePlacementGroup, PlacementGroup } from "./placement-group.js";
+export type { PlacementStrategy } from "./placement-group.js";
 export {
   TrayError,
   TaskError,
