@@ -12,6 +12,7 @@ import { encodeError } from "../../src/runtime/serialize.js";
 import type { WireError } from "../../src/runtime/errors.js";
 import type { FnRef } from "../../src/runtime/remote.js";
 import { ObjectDirectory, type ObjEntry } from "./objects.js";
+import { Queue } from "./queue.js";
 import { ObjectStore } from "./store.js";
 import { spawnWorker, type WorkerProc, type Lease } from "./pool.js";
 import { add, describe, feasible, fits, pickGpus, returnGpus, subtract, takeGpus, type Resources } from "./resources.js";
@@ -126,7 +127,7 @@ export class NodeAgent {
   readonly conns = new Set<Conn>();
   readonly workers = new Map<string, WorkerProc>();
   readonly tasks = new Map<string, Task>();
-  readonly queues = new Map<string, Task[]>();
+  readonly queues = new Map<string, Queue<Task>>();
   private readonly leases = new Map<string, Set<WorkerProc>>();
   private readonly clsMs = new Map<string, number>();
   readonly actors = new Map<string, Actor>();
@@ -464,7 +465,15 @@ export class NodeAgent {
       d.count++;
       out.set(k, d);
     };
-    for (const q of this.queues.values()) for (const t of q) addTask(t, false);
+    // One entry per scheduling class: every task in a class has the same demand.
+    for (const q of this.queues.values()) {
+      const head = q.peek();
+      if (!head) continue;
+      const k = JSON.stringify(head.res) + false;
+      const d = out.get(k) ?? { resources: head.res, count: 0, infeasible: false };
+      d.count += q.length;
+      out.set(k, d);
+    }
     for (const t of this.infeasible) addTask(t, true);
     return [...out.values()];
   }
@@ -619,7 +628,7 @@ export class NodeAgent {
     }
     task.state = "queued";
     let q = this.queues.get(task.cls);
-    if (!q) this.queues.set(task.cls, (q = []));
+    if (!q) this.queues.set(task.cls, (q = new Queue()));
     q.push(task);
     this.kick();
   }
@@ -666,7 +675,7 @@ export class NodeAgent {
       }
       // 1. spread over free resources first: one task per new lease
       while (q.length) {
-        const t = q[0]!;
+        const t = q.peek()!;
         if (!fits(this.available, t.res)) break;
         let gpus: number[] = [];
         const nGpu = t.res.GPU ?? 0;
@@ -969,7 +978,7 @@ export class NodeAgent {
       t.worker = undefined;
       t.state = "queued";
       let q = this.queues.get(t.cls);
-      if (!q) this.queues.set(t.cls, (q = []));
+      if (!q) this.queues.set(t.cls, (q = new Queue()));
       q.unshift(t);
     }
     this.kick();
@@ -1023,9 +1032,7 @@ export class NodeAgent {
     if (!t || t.state === "done") return;
     t.cancelled = true;
     if (t.state === "deps" || (t.state === "queued" && !t.worker)) {
-      const q = this.queues.get(t.cls);
-      const i = q ? q.indexOf(t) : -1;
-      if (i >= 0) q!.splice(i, 1);
+      this.queues.get(t.cls)?.remove(t);
       this.finish(t, {});
       return;
     }
@@ -1503,13 +1510,20 @@ export class NodeAgent {
   /** The job ended: stop its tasks, workers and (non-detached) actors. */
   endJob(jobId: string, broadcast = true): void {
     if (broadcast && this.head) this.net?.broadcastEndJob(jobId);
+    // Whole queues of the job go at once (a million queued tasks must not cost a million scans).
+    for (const [cls, q] of this.queues) {
+      if (!cls.startsWith(`${jobId}|`)) continue;
+      this.queues.delete(cls);
+      for (const t of q) {
+        t.cancelled = true;
+        this.finish(t, {});
+      }
+    }
     for (const t of [...this.tasks.values()]) {
       if (t.job !== jobId || t.state === "done") continue;
       t.cancelled = true;
-      if (!t.worker) {
-        const q = this.queues.get(t.cls);
-        const i = q ? q.indexOf(t) : -1;
-        if (i >= 0) q!.splice(i, 1);
+      if (!t.worker && !t.remoteNode) {
+        this.queues.get(t.cls)?.remove(t);
         this.finish(t, {});
       }
     }

@@ -47,6 +47,7 @@ export async function startLocalCluster({ config = join(ROOT, "cluster-configs",
   const upSeconds = (performance.now() - t0) / 1000;
 
   return {
+    home,
     upSeconds,
     /** Runs a job to its end; metrics are its JSON lines, the rest of stdout is `other`. */
     async submit(job, args = []) {
