@@ -20,6 +20,7 @@ import type { InstanceRecord, Provider, RemovedResource, RunRequest } from "../p
 import { tunnelOver } from "../client/tunnel.js";
 import { shq, type SshConnection } from "../ssh/client.js";
 import { connectNode, saveSshAuth } from "../ssh/cluster.js";
+import { hostKeyId } from "../ssh/hostkeys.js";
 import type { Progress } from "./progress.js";
 import { ensureToken, readState, statePath, withClusterLock, writeState, type ClusterState, type NodeState } from "./state.js";
 
@@ -428,6 +429,10 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     }
     for (const r of requests) for (const n of r.names) progress.update(n, provider.capabilities.creates ? "creating" : "assigning");
     const created = requests.length ? await provider.runInstances(requests) : [];
+    if (provider.capabilities.creates) {
+      // A new VM may reuse the address of one that is gone: its key was never seen before.
+      for (const r of created) if (r.ssh && state.hostKeys) delete state.hostKeys[hostKeyId(r.ssh.host, r.ssh.port)];
+    }
     let records = [...existing, ...created];
     records = await provider.waitInstances(records.map((r) => r.id), "running");
 
@@ -438,7 +443,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     const stale = [...prevNodes.values()].filter((n) => !wantedIds.has(n.id) && !state.nodes.some((m) => m.name === n.name));
     const head = state.nodes.find((n) => n.kind === "head");
     if (!head) throw new Error("bug: no head node after runInstances");
-    state.head = { apiHost: nodeAddress(head), apiPort: headPort, nodeIp: nodeAddress(head), ...(head.ssh ? { ssh: head.ssh } : {}) };
+    state.head = { apiHost: nodeAddress(head), apiPort: prev?.head?.apiPort ?? headPort, nodeIp: nodeAddress(head), ...(head.ssh ? { ssh: head.ssh } : {}) };
     writeState(state);
 
     // ---- per-host preparation, in parallel
@@ -480,7 +485,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     const prepare = async (h: HostCtx): Promise<void> => {
       const n = h.node;
       progress.update(n.name, "connecting", n.ssh ? `${n.ssh.user}@${n.ssh.host}` : "");
-      h.conn = await connectNode(state, n, { pin: true, save: false });
+      h.conn = await connectWithRetry(state, n, provider.capabilities.creates ? sshWaitMs() : 0, progress);
       writeState(state); // a newly pinned key is kept even if a later step fails
       h.probe = parseProbe(await h.conn.run(sh(probeScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)), "probing the host"));
       const p = h.probe;
@@ -662,6 +667,34 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
   }, opts.lockWaitMs ?? 0);
 }
 
+/** How long to wait for sshd on machines the provider just created (env TRAY_SSH_WAIT_MS, default 180 s). */
+function sshWaitMs(): number {
+  const v = Number(process.env.TRAY_SSH_WAIT_MS);
+  return Number.isFinite(v) && v >= 0 && process.env.TRAY_SSH_WAIT_MS ? v : 180_000;
+}
+
+/**
+ * Connect (pinning the key on first contact). On a VM that is still booting, sshd refuses,
+ * times out, or does not know our key yet (cloud-init): retry those for up to `waitMs`.
+ * A changed host key is never retried.
+ */
+async function connectWithRetry(state: ClusterState, n: NodeState, waitMs: number, progress: Progress): Promise<SshConnection> {
+  const deadline = Date.now() + waitMs;
+  let delay = 500;
+  for (;;) {
+    try {
+      return await connectNode(state, n, { pin: true, save: false });
+    } catch (e) {
+      const msg = isUserError(e) ? e.message : "";
+      const transient = /connection refused|Cannot reach|closed the connection|refused to log in/.test(msg) && !/host key/i.test(msg);
+      if (!transient || Date.now() + delay > deadline) throw e;
+      progress.update(n.name, "waiting for sshd", msg.split(":")[0] ?? "");
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 5000);
+    }
+  }
+}
+
 function indent(s: string): string {
   return s.split("\n").map((l) => "    " + l).join("\n");
 }
@@ -816,9 +849,17 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
         }
       }),
     );
-    const gone = new Set(reports.filter((r) => r.status === "removed").map((r) => r.name));
+    // Machines the provider created are terminated even when their agent could not be
+    // stopped over SSH (the VM goes, and the agent with it): nothing is left behind. Hosts of
+    // a fixed list (ssh) stay in the state until they could be cleaned.
+    const creates = provider.capabilities.creates;
+    const gone = new Set(reports.filter((r) => r.status === "removed" || creates).map((r) => r.name));
     const goneNodes = state.nodes.filter((n) => gone.has(n.name));
     const removed = goneNodes.length ? await provider.terminateInstances(goneNodes.map((n) => n.id)) : [];
+    if (creates) {
+      // the machines are gone; their addresses (and keys) will belong to others
+      for (const n of goneNodes) if (n.ssh && state.hostKeys) delete state.hostKeys[hostKeyId(n.ssh.host, n.ssh.port)];
+    }
     state.nodes = state.nodes.filter((n) => !gone.has(n.name));
     if (!opts.workersOnly && state.nodes.length === 0) removed.push(...(await provider.cleanup()));
     state.status = state.nodes.length === 0 ? "down" : opts.workersOnly && state.nodes.every((n) => n.kind === "head") ? state.status : "failed";
@@ -826,7 +867,7 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
     writeState(state);
     progress.done();
     const failed = reports.filter((r) => r.status === "failed");
-    if (failed.length) {
+    if (failed.length && !creates) {
       throw new UserError(
         `${failed.length} host(s) could not be cleaned (${failed.map((f) => f.host).join(", ")}): ${failed[0]!.error}`,
         { hint: "they stay in the cluster's state; run `tray down` again once they are reachable" },
