@@ -110,8 +110,19 @@ test("numGpus 0.5: two halves share one GPU while a whole-GPU task runs on the o
   const r = await c.submit(`
     import { remote, get, getRuntimeContext, availableResources } from "tray";
     ${MEET}
-    const half = remote(async (dir: string) => { await meet(dir, 3); return gpuView(); }, { numGpus: 0.5 });
-    const whole = remote(async (dir: string) => { await meet(dir, 3); const avail = await availableResources(); return { ...gpuView(), availGpu: avail.GPU }; }, { numGpus: 1 });
+    // The halves stay until the whole-GPU task has looked at the available resources.
+    const half = remote(async (dir: string) => {
+      await meet(dir, 3);
+      const deadline = Date.now() + 20000;
+      while (!fs.existsSync(dir + "/../measured-" + dir.split("/").pop()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return gpuView();
+    }, { numGpus: 0.5 });
+    const whole = remote(async (dir: string) => {
+      await meet(dir, 3);
+      const avail = await availableResources();
+      fs.writeFileSync(dir + "/../measured-" + dir.split("/").pop(), "");
+      return { ...gpuView(), availGpu: avail.GPU };
+    }, { numGpus: 1 });
     export default async function main() {
       const dir = fs.mkdtempSync("/tmp/tray-gpu-");
       const [h1, h2, w] = await get([half.remote(dir), half.remote(dir), whole.remote(dir)]);
