@@ -116,6 +116,27 @@ test("typed arrays, Buffers and structured values keep their types and bytes thr
   assert.deepEqual(okJson(r), { f: true, b: true, i: true, m: true });
 });
 
+test("typed arrays are stored as their raw bytes (no re-encoding), and a ref nested in a stored value keeps its object alive", async () => {
+  const r = await c.submit(`
+    import { put, get } from "tray";
+    ${STORE}
+    export default async function main() {
+      const f = put(new Float64Array(1_000_000).fill(0.5));
+      const rawSize = fs.statSync(storeFile(f)).size;
+      let inner: any = put(new Uint8Array(300_000).fill(6));
+      const innerFile = storeFile(inner);
+      const outer = put({ label: "box", inner });
+      inner = undefined;
+      // Collect: the driver's own ref to inner is gone; only outer holds it now.
+      for (let i = 0; i < 20; i++) { (globalThis as any).gc(); await new Promise((r) => setTimeout(r, 10)); }
+      const stillThere = fs.existsSync(innerFile);
+      const box: any = await get(outer);
+      const back = await get(box.inner) as Uint8Array;
+      console.log(JSON.stringify({ rawSize, stillThere, label: box.label, innerOk: back.length === 300_000 && back[299_999] === 6 }));
+    }`);
+  assert.deepEqual(okJson(r), { rawSize: 8_000_000, stillThere: true, label: "box", innerOk: true });
+});
+
 test("creating and dropping 3 GB of 10 MB objects (put and task results) does not grow the store", async () => {
   const r = await c.submit(`
     import { remote, put, get, nodes } from "tray";
