@@ -120,6 +120,7 @@ async function runAgent(argv: string[]): Promise<void> {
         }),
         // Node agents join on the same port, at /peer, with the same token.
         peerUpgrade: (srv) => acceptPeers(srv, token, (l) => net.accept(l)),
+        httpRequest: (req, res) => net.serveHttp(req, res),
       },
       host,
       port,
@@ -129,7 +130,9 @@ async function runAgent(argv: string[]): Promise<void> {
     j.prestartDriver();
   } else {
     if (!a.head) throw new Error("--head ws://HOST:PORT is required for --role node");
-    peerServer = http.createServer((_q, r) => r.writeHead(426).end());
+    peerServer = http.createServer((q, r) => {
+      if (!net.serveHttp(q, r)) r.writeHead(426).end();
+    });
     const onUpgrade = acceptPeers(peerServer, token, (l) => net.accept(l));
     peerServer.on("upgrade", (req, socket, h) => {
       if (!onUpgrade(req, socket, h)) socket.destroy();

@@ -14,6 +14,8 @@ export interface ApiDeps {
   store: ControlStore;
   nodes(): unknown[];
   status(): unknown;
+  /** Plain HTTP requests other parts serve on this port (object transfers between nodes). */
+  httpRequest?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
   /** Other upgrade paths on the same port (node agents joining at /peer). */
   peerUpgrade?: (server: http.Server) => (req: http.IncomingMessage, socket: any, head: Buffer) => boolean;
 }
@@ -34,7 +36,8 @@ function tokenOk(req: http.IncomingMessage, token: string): boolean {
 }
 
 export async function startApi(deps: ApiDeps, host: string, port: number): Promise<{ server: http.Server; port: number; close(): void }> {
-  const server = http.createServer((_req, res) => {
+  const server = http.createServer((req, res) => {
+    if (deps.httpRequest?.(req, res)) return;
     res.writeHead(426, { "content-type": "text/plain" });
     res.end("tray head API: connect with a WebSocket and the cluster token\n");
   });

@@ -3,7 +3,9 @@
 // keeping owners' reference counts and lineage right when nodes come and go. The head is on
 // none of these paths except membership, named actors and job bundles.
 import fs from "node:fs";
+import http from "node:http";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import type { NodeAgent, Task, Actor, Conn } from "./agent.js";
 import type { ClusterMsg, NodeView, RemoteTask } from "../../src/protocol/cluster.js";
 import type { StoredLoc, Tagged } from "../../src/protocol/values.js";
@@ -11,12 +13,13 @@ import type { ResolvedArg } from "../../src/protocol/local.js";
 import type { ObjEntry } from "./objects.js";
 import { encodeError } from "../../src/runtime/serialize.js";
 import { Link, dial } from "../cluster/link.js";
-import { HeadConnection, NodeTable } from "../cluster/membership.js";
+import { HeadConnection, NodeTable, tokenMatches } from "../cluster/membership.js";
 import { place, type Placement, type Strategy } from "./placement.js";
+import { takeParkedFile } from "../../src/runtime/recycle.js";
 import { subtract, type Resources } from "./resources.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
-const CHUNK = 8 * 1024 * 1024;
+const CHUNK = 4 * 1024 * 1024;
 
 const ownerLost = (id: string, node: string) =>
   `object ${id} was lost: it was owned by node ${node}, which died (objects made with put() and results owned by a dead node cannot be rebuilt)`;
@@ -284,24 +287,10 @@ export class Distributed {
     let p = this.pulls.get(id);
     if (p) return p;
     p = (async () => {
-      const link = await this.linkTo(loc.node);
       const file = path.join(this.agent.store.dir, id.replace(/[^A-Za-z0-9._-]/g, "_"));
-      const fd = fs.openSync(file, "w");
-      try {
-        let next = 0;
-        const fetchOne = async (): Promise<void> => {
-          while (next < loc.size) {
-            const off = next;
-            next += CHUNK;
-            const data = await link.request<Uint8Array>({ t: "pull", id, off, len: Math.min(CHUNK, loc.size - off) });
-            fs.writeSync(fd, data, 0, data.byteLength, off);
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(WINDOW, Math.max(1, Math.ceil(loc.size / CHUNK))) }, fetchOne));
-      } finally {
-        fs.closeSync(fd);
-      }
-      const local: StoredLoc = { ...loc, path: file, node: this.selfId };
+      const rc = takeParkedFile(this.agent.store.dir, loc.size, file);
+      await this.fetchObject(loc, id, file, !!rc);
+      const local: StoredLoc = { ...loc, path: file, node: this.selfId, rc };
       this.copies.set(id, local);
       this.agent.store.add(id, local);
       // The owner frees every copy with its object: tell it this node now holds one (a copy
@@ -313,6 +302,59 @@ export class Distributed {
     this.pulls.set(id, p);
     p.finally(() => this.pulls.delete(id)).catch(() => {});
     return p;
+  }
+
+  /**
+   * Copy an object's bytes from the node holding it: one HTTP stream (GET /object/<id> on its
+   * peer port, cluster token required), written to our store as it arrives. TCP and Node's
+   * streams give the back-pressure; nothing is re-encoded on the way.
+   */
+  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean): Promise<void> {
+    const n = this.view.get(loc.node);
+    if (!n || !n.alive) return Promise.reject(new Error(`node ${loc.node.slice(0, 8)} holding it is not alive`));
+    return new Promise<void>((resolve, reject) => {
+      const req = http.get(
+        { host: n.ip, port: n.port, path: `/object/${encodeURIComponent(id)}`, headers: { authorization: `Bearer ${this.token}` }, agent: this.httpAgent },
+        (res) => {
+          if (res.statusCode !== 200) {
+            res.resume();
+            reject(new Error(`node ${n.name} answered ${res.statusCode} for object ${id}`));
+            return;
+          }
+          // A parked file is overwritten in place (warm pages), then cut to size.
+          const out = fs.createWriteStream(file, { highWaterMark: CHUNK, flags: reuse ? "r+" : "w" });
+          pipeline(res, out).then(() => {
+            if (reuse) fs.truncateSync(file, loc.size);
+            const got = fs.statSync(file).size;
+            if (got !== loc.size) reject(new Error(`object ${id} arrived with ${got} of ${loc.size} bytes`));
+            else resolve();
+          }, reject);
+        },
+      );
+      req.on("error", reject);
+    });
+  }
+
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: WINDOW });
+
+  /** Serve GET /object/<id> to peers (see fetchObject); false for any other request. */
+  serveHttp(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const m = /^\/object\/([^/?]+)$/.exec(req.url ?? "");
+    if (!m || req.method !== "GET") return false;
+    if (!tokenMatches(req, this.token)) {
+      res.writeHead(401).end("missing or wrong cluster token\n");
+      return true;
+    }
+    const id = decodeURIComponent(m[1]!);
+    const loc = this.agent.objects.get(id)?.loc ?? this.copies.get(id);
+    if (!loc || loc.node !== this.selfId) {
+      res.writeHead(404).end(`object ${id} is not on node ${this.agent.opts.nodeName}\n`);
+      return true;
+    }
+    this.agent.store.touch(id);
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(loc.size) });
+    pipeline(fs.createReadStream(loc.path, { highWaterMark: CHUNK }), res).catch(() => res.destroy());
+    return true;
   }
 
   private servePull(link: Link, m: Extract<ClusterMsg, { t: "pull" }>): void {

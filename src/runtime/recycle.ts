@@ -8,38 +8,49 @@ import path from "node:path";
 export const RECYCLE_MIN_BYTES = 1024 * 1024;
 export const FREE_DIR = ".free";
 
-/** Write `data` to `target`, reusing a parked file when one fits; returns the reused name. */
-export function writeObjectFile(storeDir: string, target: string, data: Uint8Array): string | undefined {
-  if (data.byteLength >= RECYCLE_MIN_BYTES) {
-    const free = path.join(storeDir, FREE_DIR);
-    let names: string[] = [];
+/**
+ * Take a parked file that fits `size` bytes by renaming it to `target` (atomic: exactly one
+ * process wins). Returns its parked name, or undefined when none fits.
+ */
+export function takeParkedFile(storeDir: string, size: number, target: string): string | undefined {
+  if (size < RECYCLE_MIN_BYTES) return undefined;
+  const free = path.join(storeDir, FREE_DIR);
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(free);
+  } catch {
+    return undefined; // nothing parked yet
+  }
+  // Smallest file that fits, and not more than twice as big (the rest would be wasted).
+  const fit = names
+    .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))) }))
+    .filter((f) => f.size >= size && f.size <= size * 2)
+    .sort((a, b) => a.size - b.size);
+  for (const f of fit) {
     try {
-      names = fs.readdirSync(free);
-    } catch {
-      /* nothing parked yet */
-    }
-    // Smallest file that fits, and not more than twice as big (the rest would be wasted).
-    const fit = names
-      .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))) }))
-      .filter((f) => f.size >= data.byteLength && f.size <= data.byteLength * 2)
-      .sort((a, b) => a.size - b.size);
-    for (const f of fit) {
-      try {
-        fs.renameSync(path.join(free, f.n), target);
-      } catch {
-        continue; // another process took it
-      }
-      const fd = fs.openSync(target, "r+");
-      try {
-        let off = 0;
-        while (off < data.byteLength) off += fs.writeSync(fd, data, off, data.byteLength - off, off);
-        if (f.size > data.byteLength) fs.ftruncateSync(fd, data.byteLength);
-      } finally {
-        fs.closeSync(fd);
-      }
+      fs.renameSync(path.join(free, f.n), target);
       return f.n;
+    } catch {
+      /* another process took it */
     }
   }
-  fs.writeFileSync(target, data);
   return undefined;
+}
+
+/** Write `data` to `target`, reusing a parked file when one fits; returns the reused name. */
+export function writeObjectFile(storeDir: string, target: string, data: Uint8Array): string | undefined {
+  const taken = takeParkedFile(storeDir, data.byteLength, target);
+  if (!taken) {
+    fs.writeFileSync(target, data);
+    return undefined;
+  }
+  const fd = fs.openSync(target, "r+");
+  try {
+    let off = 0;
+    while (off < data.byteLength) off += fs.writeSync(fd, data, off, data.byteLength - off, off);
+    fs.ftruncateSync(fd, data.byteLength);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return taken;
 }
