@@ -78,3 +78,40 @@ test("ssh provider: hosts handed out once, queried by cluster, head and workers 
   assert.deepEqual((await p.queryInstances({ clusterName: "c", kind: "worker" })).map((r) => r.name), ["c-worker-2"]);
   await assert.rejects(new SshProvider({ clusterName: "c", headIp: "10.0.0.1", workerIps: ["10.0.0.1"], user: "u" }).bootstrap(), /listed twice/);
 });
+
+test("scripts survive any quoting: sh() and userCommand() run exactly the text given", async () => {
+  const { sh, userCommand } = await import("../../src/launcher/remote.js");
+  const { spawnSync } = await import("node:child_process");
+  const cmd = `printf '%s|' "it's" 'a "b"' $((1+2)) "$HOME" '\\n'`;
+  const direct = spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout;
+  assert.equal(spawnSync("sh", ["-c", sh(cmd)], { encoding: "utf8" }).stdout, direct);
+  assert.equal(spawnSync("sh", ["-c", userCommand(cmd)], { encoding: "utf8" }).stdout, direct);
+  assert.equal(spawnSync("sh", ["-c", userCommand("exit 7")]).status, 7);
+});
+
+test("ssh provider from the YAML: hosts of an earlier up are found again; a host removed from the YAML is released", async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "tray-prov-"));
+  const old = process.env.TRAY_HOME;
+  process.env.TRAY_HOME = home;
+  try {
+    const { writeState } = await import("../../src/launcher/state.js");
+    const { createProvider } = await import("../../src/providers/ssh/index.js");
+    writeState({
+      name: "c", provider: "ssh", status: "up", updatedAt: "",
+      nodes: [
+        { name: "c-head", kind: "head", nodeType: "head", id: "10.0.0.1", privateIp: "10.0.0.1", ssh: { host: "10.0.0.1", port: 22, user: "u" } },
+        { name: "c-worker-1", kind: "worker", nodeType: "worker", id: "10.0.0.2", privateIp: "10.0.0.2", ssh: { host: "10.0.0.2", port: 22, user: "u" } },
+        { name: "c-worker-2", kind: "worker", nodeType: "worker", id: "10.0.0.3", privateIp: "10.0.0.3", ssh: { host: "10.0.0.3", port: 22, user: "u" } },
+      ],
+    });
+    const p = createProvider({ cluster_name: "c", provider: { type: "ssh", head_ip: "10.0.0.1", worker_ips: ["10.0.0.2", "10.0.0.4"] } as any, auth: { ssh_user: "u" } });
+    assert.deepEqual((await p.queryInstances({ clusterName: "c" })).map((r) => r.name), ["c-head", "c-worker-1"]);
+    const [w] = await p.runInstances([{ clusterName: "c", nodeType: "worker", kind: "worker", count: 1, nodeConfig: {}, names: ["c-worker-2"], tags: {} }]);
+    assert.equal(w!.id, "10.0.0.4");
+    assert.throws(() => createProvider({ cluster_name: "c", provider: { type: "ssh" }, auth: { ssh_user: "u" } }), /provider\.head_ip is required/);
+  } finally {
+    if (old === undefined) delete process.env.TRAY_HOME;
+    else process.env.TRAY_HOME = old;
+    fs.rmSync(home, { recursive: true, force: true });
+  }
+});
