@@ -1218,7 +1218,10 @@ export class NodeAgent {
   placeActor(a: Actor): void {
     if (a.state === "dead") return;
     if (!fits(this.available, a.res)) {
-      setTimeout(() => this.placeActor(a), 50).unref();
+      // A demand this node can never meet (a placement-group bundle not placed yet, or placed
+      // elsewhere) is placed in the cluster again rather than waited for here.
+      const again = () => (this.net && !a.remoteOwner && !feasible(this.total, a.res) ? this.placeActorInCluster(a) : this.placeActor(a));
+      setTimeout(again, 50).unref();
       return;
     }
     let gpus: number[] = [];

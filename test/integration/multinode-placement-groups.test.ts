@@ -62,6 +62,23 @@ test("STRICT_SPREAD puts each bundle on its own node; tasks and an actor placed 
   assert.ok(out.groupKeys > 0);
 });
 
+test("an actor and a task placed into a bundle before ready() wait for it and run on the bundle's node", async () => {
+  const r = await c.submit(`${PRELUDE}
+    export default async function main() {
+      const pg = placementGroup([{ CPU: 1 }, { CPU: 1 }, { CPU: 1 }], { strategy: "STRICT_SPREAD" });
+      const a = Who.options(inBundle(pg, 2)).remote();
+      const t = where.options(inBundle(pg, 2)).remote();
+      const [actorNode, taskNode] = [await get(a.where.remote()), await get(t)];
+      await pg.ready();
+      const again = await get(where.options(inBundle(pg, 2)).remote());
+      console.log(JSON.stringify({ actorNode, taskNode, again }));
+    }`);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const out = last(r.stdout);
+  assert.equal(out.actorNode, out.again);
+  assert.equal(out.taskNode, out.again);
+});
+
 test("STRICT_PACK and PACK keep bundles on one node; SPREAD spreads them", async () => {
   const r = await c.submit(`${PRELUDE}
     export default async function main() {
