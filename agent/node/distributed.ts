@@ -357,24 +357,6 @@ export class Distributed {
     return true;
   }
 
-  private servePull(link: Link, m: Extract<ClusterMsg, { t: "pull" }>): void {
-    const loc = this.agent.objects.get(m.id)?.loc ?? this.copies.get(m.id);
-    if (!loc || loc.node !== this.selfId) {
-      link.reply(m.rid!, undefined, `object ${m.id} is not on node ${this.agent.opts.nodeName}`);
-      return;
-    }
-    this.agent.store.touch(m.id);
-    fs.open(loc.path, "r", (err, fd) => {
-      if (err) return link.reply(m.rid!, undefined, `object ${m.id} could not be read: ${err.code}`);
-      const buf = Buffer.allocUnsafe(m.len);
-      fs.read(fd, buf, 0, m.len, m.off, (err2, n) => {
-        fs.close(fd, () => {});
-        if (err2) return link.reply(m.rid!, undefined, `object ${m.id} could not be read: ${err2.code}`);
-        link.reply(m.rid!, buf.subarray(0, n));
-      });
-    });
-  }
-
   /** Make sure an entry's value can be read on this node (pull a remote copy first). */
   async localize(e: ObjEntry): Promise<void> {
     if (!e.loc || e.loc.node === this.selfId) return;
@@ -575,9 +557,6 @@ export class Distributed {
           if (e?.loc === loc) e.loc = undefined;
           a.store.free(id, loc);
         }
-        return;
-      case "pull":
-        this.servePull(link, m);
         return;
       case "getBundle": {
         const file = path.join(a.bundleDir, `${m.hash}.mjs`);

@@ -54,7 +54,6 @@ export type ClusterMsg =
   | { t: "free"; ids: string[] }
   /** A node pulled a copy of an object into its store (sent to the object's owner). */
   | { t: "copied"; ids: string[] }
-  | { t: "pull"; rid?: number; id: string; off: number; len: number }
   | { t: "getBundle"; rid?: number; hash: string }
   | { t: "jobLog"; job: string; stream: "stdout" | "stderr"; line: string }
   | { t: "createActor"; actor: { id: string; fn: FnRef; args: RemoteTask["args"]; res: Record<string, number>; o: Record<string, unknown>; job: string; owner: string } }
@@ -95,7 +94,6 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   decref: (m) => isStrArr(m.ids),
   free: (m) => isStrArr(m.ids),
   copied: (m) => isStrArr(m.ids),
-  pull: (m) => isStr(m.id) && isNum(m.off) && isNum(m.len) && isNum(m.rid),
   getBundle: (m) => isStr(m.hash) && isNum(m.rid),
   jobLog: (m) => isStr(m.job) && isStr(m.line),
   createActor: (m) => isObj(m.actor) && isStr(m.actor.id) && isStr(m.actor.owner),
