@@ -103,7 +103,6 @@ export async function runWorker(): Promise<void> {
   core.send({ t: "hello", role: "worker", pid: process.pid, workerId: core.workerId });
   const queue: Array<Extract<AgentToProc, { t: "task" }>> = [];
   let running = false;
-  const cancelled = new Set<string>();
   let actor: ActorState | undefined;
 
   core.onBlocked = () => {
@@ -119,7 +118,6 @@ export async function runWorker(): Promise<void> {
     running = true;
     while (queue.length) {
       const m = queue.shift()!;
-      if (cancelled.delete(m.id)) continue;
       await runTask(core, m);
     }
     running = false;
@@ -144,9 +142,18 @@ export async function runWorker(): Promise<void> {
         queue.push(m);
         void pump();
         return;
-      case "cancel":
-        cancelled.add(m.id);
+      case "cancel": {
+        // A task still queued here is dropped, and the agent is told it is over (it was
+        // waiting for a "done" that never came: the task's get() hung and the worker's
+        // lease was never released). A task already running finishes; the agent reports
+        // it as cancelled.
+        const i = queue.findIndex((t) => t.id === m.id);
+        if (i >= 0) {
+          queue.splice(i, 1);
+          core.send({ t: "done", id: m.id, ms: 0, err: { kind: "TaskCancelledError", message: "cancelled before it started" } });
+        }
         return;
+      }
       case "actorInit":
         if (core.jobId === "") core.jobId = m.job;
         if (m.ns) core.namespace = m.ns;

@@ -123,3 +123,33 @@ test("cancelling a task cancels the tasks it submitted (recursive, the default)"
   const s = JSON.parse((await c.cli(["status", "--json"])).stdout).nodes[0];
   assert.equal(s.available.CPU, 2, JSON.stringify(s));
 });
+
+test("cancelling tasks already handed to a busy worker (pipelined behind a long one) settles them and frees the worker", async () => {
+  const r = await c.submit(`
+    import { remote, get, cancel, availableResources } from "tray";
+    ${COMMON}
+    const f = remote(async function f(x: number, dir: string) {
+      if (x === 0) { fs.writeFileSync(dir + "/blocking", ""); await until(dir + "/go", 10_000); }
+      else { const t = Date.now(); while (Date.now() - t < 1) {} }
+      return x;
+    });
+    export default async function main() {
+      const dir = fs.mkdtempSync("/tmp/tray-cancel-");
+      // Tiny tasks: the scheduler learns they are short and hands workers several at a time,
+      // so some of the tasks below wait inside the worker that runs f(0).
+      await get(Array.from({ length: 300 }, (_, i) => f.remote(i + 1, dir)));
+      const refs = [f.remote(0, dir), ...Array.from({ length: 60 }, (_, i) => f.remote(i + 1, dir))];
+      await until(dir + "/blocking");
+      await new Promise((r) => setTimeout(r, 300));
+      for (const ref of refs.slice(1)) cancel(ref);
+      fs.writeFileSync(dir + "/go", "");
+      const results = await Promise.all(refs.map((ref) => get(ref, { timeoutMs: 10_000 }).then((v) => v, (e: any) => e.name)));
+      await new Promise((r) => setTimeout(r, 300));
+      console.log(JSON.stringify({ results, cpu: (await availableResources()).CPU }));
+    }`);
+  const o = okJson(r);
+  assert.equal(o.results[0], 0);
+  assert.ok(!o.results.includes("GetTimeoutError"), `every cancelled task settles: ${JSON.stringify(o.results)}`);
+  assert.ok(o.results.includes("TaskCancelledError"), `the tasks queued in the busy worker were cancelled: ${JSON.stringify(o.results)}`);
+  assert.equal(o.cpu, 2, "every worker's lease was released");
+});
