@@ -187,6 +187,32 @@ for (const h of harnesses as CloudHarness<any>[]) {
       for (const n of [`${cluster}-head`, `${cluster}-worker-1`, `${cluster}-worker-2`]) assert.match(out, new RegExp(n));
     });
 
+    test("an instance that never becomes reachable: up fails naming it, down still removes everything", async () => {
+      const name = `${cluster}-unr`;
+      const f = path.join(tmp, "unreachable.yaml");
+      fs.writeFileSync(
+        f,
+        YAML.stringify({
+          cluster_name: name,
+          provider: h.provider(emu, name),
+          auth: { ssh_user: h.user, ssh_private_key: path.join(tmp, "id_ed25519") },
+          available_node_types: { head: { resources: { CPU: 1 }, node_config: h.nodeConfig().head } },
+          head_node_type: "head",
+          max_workers: 0,
+        }),
+      );
+      emu.faults.unreachable = 1;
+      const r = await tray(["up", f, "-y"], { TRAY_SSH_WAIT_MS: "4000" });
+      emu.faults.unreachable = 0;
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr + r.stdout, new RegExp(`${name}-head|10\\.78\\.`), r.stderr);
+      assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr);
+      const d = await tray(["down", f, "-y"], { TRAY_SSH_WAIT_MS: "2000" });
+      assert.equal(d.code, 0, d.stderr + d.stdout);
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(name)).flat(), [], JSON.stringify(emu.inventory(name)));
+    });
+
     test("missing credentials: one clear sentence, no stack trace", async () => {
       const r = await tray(["up", cfg, "-y"], h.noCredentials(emu), 60_000);
       assert.notEqual(r.code, 0);

@@ -142,7 +142,7 @@ esac
         action = "operationStatus";
         const op = this.operations.get(m[1]!);
         if (!op) throw new ArmError(404, "NotFound", "operation not found");
-        if (url.searchParams.get("kind") === "location") return op.status === "InProgress" ? send(202, undefined, { location: this.opUrl(op.id) + "&kind=location", "retry-after": "0" }) : send(204, undefined);
+        if (url.searchParams.get("kind") === "location") return op.status === "InProgress" ? send(202, undefined, { location: this.opUrl(op.id) + "&kind=location", "retry-after": "0" }) : send(200, {});
         return send(200, { name: op.id, status: op.status, ...(op.error ? { error: op.error } : {}) }, op.status === "InProgress" ? { "retry-after": "0" } : {});
       }
       m = p.match(/^\/subscriptions\/([^/]+)\/resourceGroups\/([^/]+)\/providers\/(Microsoft\.(?:Compute|Network))\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?(?:\/([^/]+))?$/i);

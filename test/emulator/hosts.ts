@@ -84,8 +84,16 @@ async function claimSlot(): Promise<number> {
       return slot;
     } catch (e: any) {
       if (e.code !== "EEXIST") throw e;
-      const owner = Number(fs.readFileSync(lock, "utf8").trim() || 0);
+      let owner = 0;
+      let age = 0;
+      try {
+        owner = Number(fs.readFileSync(lock, "utf8").trim() || 0);
+        age = Date.now() - fs.statSync(lock).mtimeMs;
+      } catch {
+        continue; // released or taken over meanwhile
+      }
       if (owner && pidAlive(owner)) continue;
+      if (!owner && age < 10_000) continue; // just created by another process, pid not written yet
       // stale: remove its namespace, then try to take it over (rename is atomic)
       const mine = `${lock}.${process.pid}`;
       try {

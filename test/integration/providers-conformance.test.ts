@@ -226,6 +226,27 @@ for (const h of harnesses) {
       assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), []);
     });
 
+    it("use_internal_ips: SSH goes to the private address; stop where supported", async () => {
+      const cluster = `int-${h.cloud}`;
+      const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), use_internal_ips: true }, auth: { ssh_user: h.user, ssh_private_key: keyFile } };
+      const deps = h.deps(emu);
+      const p: Provider = deps ? (await import(`../../src/providers/${h.cloud}/index.js`)).createProvider(config, deps) : await loadProvider(config);
+      const [rec] = await p.runInstances([requests(h, cluster, 1)[0]!]);
+      const [ready] = await p.waitInstances([rec!.id], "running", 60_000);
+      assert.equal(ready!.ssh!.host, ready!.privateIp);
+      if (h.cloud !== "aws") assert.equal(ready!.publicIp, undefined, "no public address is created"); // EC2's default subnets map one anyway
+      const s = sshWhoami(ready!.ssh!.host, h.user);
+      assert.ok(s.ok, s.out);
+      assert.equal(p.capabilities.stop, true);
+      await p.stopInstances!([rec!.id]);
+      const [stopped] = await p.waitInstances([rec!.id], "stopped", 60_000);
+      assert.equal(stopped!.state, "stopped");
+      await p.terminateInstances([rec!.id]);
+      await p.cleanup();
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), [], JSON.stringify(emu.inventory(cluster)));
+    });
+
     it("missing credentials: a clear UserError", async () => {
       const restore = withEnv(h.noCredentials(emu));
       try {
