@@ -95,8 +95,10 @@ export class Link {
   }
 
   close(): void {
+    this.flush(); // what was queued (a goodbye) still leaves
     this.closed = true;
-    this.ws.terminate();
+    this.ws.close();
+    setTimeout(() => this.ws.terminate(), 200).unref();
   }
 }
 

@@ -51,6 +51,8 @@ export class NodeTable {
   }
 
   register(view: NodeView, link?: Link): void {
+    // A node that comes back under its name replaces its dead record.
+    for (const [id, n] of this.nodes) if (!n.alive && n.name === view.name && id !== view.nodeId) this.nodes.delete(id);
     view.alive = true;
     view.lastSeen = Date.now();
     this.nodes.set(view.nodeId, view);

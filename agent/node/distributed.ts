@@ -43,6 +43,8 @@ export class Distributed {
   private readonly copyHolders = new Map<string, Set<string>>();
   private readonly actorHomes = new Map<string, string>();
   private readonly bundleFetches = new Map<string, Promise<void>>();
+  /** Job bundles known to be in this node's bundle folder. */
+  private readonly haveBundles = new Set<string>();
   private readonly subscribers = new Map<string, Subscriber>();
   /** Bundles of placement groups reserved on this node. */
   readonly bundles: BundleReservations;
@@ -226,6 +228,14 @@ export class Distributed {
       remoteOwner: rt.owner,
     };
     task.cls = `${task.job}|${JSON.stringify(task.res)}|${task.envKey}`;
+    const args = rt.args as ResolvedArg[];
+    if ((!rt.fn.b || this.haveBundles.has(rt.fn.b)) && !args.some((a) => "loc" in a && a.loc && a.loc.node !== this.selfId)) {
+      // The common case (code here already, arguments inline or local): queue it at once.
+      task.pre = args;
+      this.agent.tasks.set(task.id, task);
+      this.agent.enqueueLocal(task);
+      return;
+    }
     try {
       if (rt.fn.b) await this.ensureBundle(rt.fn.b);
       task.pre = await this.localizeArgs(rt.args as ResolvedArg[]);
@@ -248,8 +258,12 @@ export class Distributed {
   }
 
   async ensureBundle(hash: string): Promise<void> {
+    if (this.haveBundles.has(hash)) return;
     const file = path.join(this.agent.bundleDir, `${hash}.mjs`);
-    if (fs.existsSync(file)) return;
+    if (fs.existsSync(file)) {
+      this.haveBundles.add(hash);
+      return;
+    }
     let p = this.bundleFetches.get(hash);
     if (!p) {
       p = (async () => {
@@ -598,6 +612,9 @@ export class Distributed {
       case "endJob":
         a.endJob(m.job, false);
         return;
+      case "leave":
+        this.table?.markDead(m.nodeId);
+        return;
       case "pg":
         void this.handlePg(m, a.opts.nodeId).then((r) => link.reply(m.rid!, r));
         return;
@@ -751,6 +768,7 @@ export class Distributed {
   }
 
   stop(): void {
+    this.headLink()?.send({ t: "leave", nodeId: this.selfId });
     this.pgs?.stop();
     this.table?.stop();
     this.headConn?.stop();

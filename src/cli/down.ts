@@ -21,7 +21,11 @@ export function register(program: Command): void {
           if (o.json) process.stdout.write(JSON.stringify(s) + "\n");
           else if (s.alreadyDown) process.stdout.write(`Cluster "${s.name}" is already down; nothing to remove.\n`);
           else {
-            process.stdout.write(`Cluster "${s.name}" is down (${(s.elapsedMs / 1000).toFixed(1)} s). Removed:\n`);
+            process.stdout.write(
+              o.workersOnly
+                ? `Cluster "${s.name}": workers removed, the head keeps running (${(s.elapsedMs / 1000).toFixed(1)} s). Removed:\n`
+                : `Cluster "${s.name}" is down (${(s.elapsedMs / 1000).toFixed(1)} s). Removed:\n`,
+            );
             for (const r of s.removed) process.stdout.write(`  ${r}\n`);
           }
         } finally {

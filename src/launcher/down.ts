@@ -1,6 +1,5 @@
 // `tray down`: stop the agents and remove what `up` created, then say what was removed.
 import { loadClusterConfig } from "../config/index.js";
-import { UserError } from "../errors.js";
 import { downLocal } from "./local.js";
 import { readState, withClusterLock } from "./state.js";
 import type { Progress } from "./progress.js";
@@ -28,8 +27,7 @@ export async function down(configPath: string, opts: DownOptions, progress: Prog
       if (!state || state.status === "down") {
         return { name, alreadyDown: true, removed: [], elapsedMs: Date.now() - t0 };
       }
-      if (opts.workersOnly) throw new UserError("--workers-only needs a cluster with worker nodes; this local cluster runs only its head.");
-      const removed = await downLocal(state, progress);
+      const removed = await downLocal(state, progress, !!opts.workersOnly);
       return { name, alreadyDown: false, removed, elapsedMs: Date.now() - t0 };
     }, opts.lockWaitMs ?? 0);
   }

@@ -150,10 +150,13 @@ export async function upLocal(config: ClusterConfig, configPath: string, progres
   return { state, changed };
 }
 
-/** Stop every agent of a local cluster; their workers go with them, shared memory is removed. */
-export async function downLocal(state: ClusterState, progress: Progress): Promise<string[]> {
+/**
+ * Stop every agent of a local cluster (or only the worker node agents); their worker
+ * processes go with them, and shared memory is removed.
+ */
+export async function downLocal(state: ClusterState, progress: Progress, workersOnly = false): Promise<string[]> {
   const removed: string[] = [];
-  const alive = state.nodes.filter((n) => n.pid && pidAlive(n.pid));
+  const alive = state.nodes.filter((n) => n.pid && pidAlive(n.pid) && (!workersOnly || n.kind === "worker"));
   await Promise.all(
     alive.map(async (n) => {
       progress.update(n.name, "stopping", `pid ${n.pid}`);
@@ -168,6 +171,12 @@ export async function downLocal(state: ClusterState, progress: Progress): Promis
       progress.update(n.name, "stopped");
     }),
   );
+  if (workersOnly) {
+    // The head stays; its state says which nodes remain.
+    state.nodes = state.nodes.filter((n) => n.kind === "head");
+    writeState(state);
+    return removed;
+  }
   // Shared memory of agents that died without cleaning up.
   try {
     for (const f of fs.readdirSync("/dev/shm")) {

@@ -71,7 +71,9 @@ export type ClusterMsg =
   /** Head → node: reserve a bundle (phase 1), make it usable (phase 2), give it back. */
   | { t: "pgPrepare"; rid?: number; id: string; i: number; res: Record<string, number> }
   | { t: "pgCommit"; rid?: number; id: string; i: number }
-  | { t: "pgRelease"; rid?: number; id: string; i: number };
+  | { t: "pgRelease"; rid?: number; id: string; i: number }
+  /** A node agent stopping cleanly: the head need not wait for its silence. */
+  | { t: "leave"; nodeId: string };
 
 const isStr = (v: unknown): v is string => typeof v === "string";
 const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
@@ -106,6 +108,7 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   dropName: (m) => isStr(m.key) && isStr(m.actor),
   locateActor: (m) => isStr(m.actor) && isNum(m.rid),
   endJob: (m) => isStr(m.job),
+  leave: (m) => isStr(m.nodeId),
   pg: (m) => isNum(m.rid) && isStr(m.op) && isStr(m.id) && (m.bundles === undefined || isBundles(m.bundles)),
   pgPrepare: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i) && isRes(m.res),
   pgCommit: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i),
