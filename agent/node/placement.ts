@@ -22,9 +22,10 @@ export function place(self: NodeView, nodes: NodeView[], demand: Resources, stra
   }
   if (!canEver.length) return { infeasible: "no node of the cluster can ever provide it" };
   if (strategy === "SPREAD") {
-    // Prefer nodes with room now; rotate so consecutive tasks land on different nodes.
-    const now = canEver.filter((n) => fits(n.available, demand));
-    const pool = (now.length ? now : canEver).sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+    // Rotate over every node that can run it, so consecutive tasks land on different nodes.
+    // (Rotating only over nodes with room *now* sent a burst almost entirely to this node:
+    // the others look full in the view after one task each until their next heartbeat.)
+    const pool = canEver.sort((a, b) => a.nodeId.localeCompare(b.nodeId));
     return { node: pool[spreadCounter % pool.length]!.nodeId };
   }
   // Local first while this node has room and nothing queued ahead (its view is exact).
@@ -34,8 +35,11 @@ export function place(self: NodeView, nodes: NodeView[], demand: Resources, stra
     withRoom.sort((a, b) => a.queued - b.queued || (b.available.CPU ?? 0) - (a.available.CPU ?? 0));
     return { node: withRoom[0]!.nodeId };
   }
-  // Everything is busy: queue here if this node can ever run it, else on the least loaded node that can.
-  if (feasible(self.total, demand)) return { node: self.nodeId };
-  canEver.sort((a, b) => a.queued - b.queued);
-  return { node: canEver[0]!.nodeId };
+  // Everything is busy: queue where the queue is shortest for the node's size (this node's
+  // figures are exact, the others' are the last view plus what was sent there since), this
+  // node first on a tie. Queueing everything here left the other nodes idle during a burst.
+  const load = (n: NodeView) => n.queued / Math.max(1, n.total.CPU ?? 1);
+  let best: NodeView | undefined = feasible(self.total, demand) ? self : undefined;
+  for (const n of canEver) if (!best || load(n) < load(best)) best = n;
+  return { node: best!.nodeId };
 }

@@ -43,8 +43,8 @@ test("a task's demand is rewritten to its bundle's resources, once", () => {
 });
 
 test("reservations: prepare takes resources, commit exposes group resources, release restores", () => {
-  const total = { CPU: 2 };
-  const avail = { CPU: 2 };
+  const total: Record<string, number> = { CPU: 2 };
+  const avail: Record<string, number> = { CPU: 2 };
   const r = new BundleReservations(total, avail);
   assert.equal(r.prepare("g", 0, { CPU: 1 }), true);
   assert.equal(r.prepare("g", 1, { CPU: 2 }), false, "does not fit what is left");
