@@ -8,7 +8,9 @@ function fmt(k: string, v: number): string {
 }
 
 function usage(total: Record<string, number>, avail: Record<string, number>): string {
+  // Placement-group bundle resources (CPU_group_<pg>_<i>, ...) are listed with the groups, not here.
   return Object.keys(total)
+    .filter((k) => !k.includes("_group_"))
     .map((k) => `${k} ${fmt(k, total[k]! - (avail[k] ?? 0))}/${fmt(k, total[k]!)}`)
     .join(", ");
 }

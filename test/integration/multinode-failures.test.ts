@@ -180,3 +180,33 @@ test("an actor on a node that dies is restarted elsewhere per maxRestarts; with 
   assert.match(res.onceErr, /^ActorDiedError: /);
   assert.match(res.onceErr, new RegExp(a.name));
 });
+
+test("a placement group with a bundle on a node that dies is placed again on a live node", async () => {
+  const { c, a, b } = await cluster("mnpgdie");
+  const goFile = path.join(c.home, "go");
+  const j = start(c, `
+    import { remote, get, placementGroup, getRuntimeContext } from "tray";
+    import fs from "node:fs";
+    ${GO}
+    const where = remote(() => getRuntimeContext().nodeId);
+    export default async function main(args: string[]) {
+      const [goFile] = args;
+      const pg = placementGroup([{ CPU: 1, special: 1 }], { strategy: "PACK", name: "survivor" });
+      await pg.ready();
+      const opts = { schedulingStrategy: { placementGroup: pg, bundleIndex: 0 } };
+      const before = await get(where.options(opts).remote());
+      console.log("BEFORE " + before);
+      await go(goFile);
+      await pg.ready();
+      const after = await get(where.options(opts).remote());
+      console.log(JSON.stringify({ before, after }));
+    }`, [goFile]);
+  await j.saw(/BEFORE \w+/);
+  const holder = /BEFORE (\w+)/.exec(j.out())![1] === a.id ? a : b;
+  const other = holder === a ? b : a;
+  await killAndWaitDead(c, holder);
+  fs.writeFileSync(goFile, "");
+  const res = await j.result();
+  assert.equal(res.before, holder.id);
+  assert.equal(res.after, other.id);
+});
