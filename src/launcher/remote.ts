@@ -283,7 +283,8 @@ function probeScript(stateDir: string): string {
   ].join("\n");
 }
 
-function stopScript(stateDir: string): string {
+function stopScript(stateDir: string, cluster: string): string {
+  const T = `"\${TMPDIR:-/tmp}"`;
   return [
     ALIVE_FN,
     `P=$(cat ${stateDir}/agent.pid 2>/dev/null)`,
@@ -294,15 +295,18 @@ function stopScript(stateDir: string): string {
     `else echo not-running; fi`,
     // anything left in the agent's process group (workers) goes too
     `[ -n "$P" ] && kill -KILL -- -"$P" 2>/dev/null`,
+    // what a killed agent could not remove: its sockets and its object store in /dev/shm
+    // (named after the agent's pid and instance id: tray-<pid>-<id>.sock, tray-<cluster>-<id>)
+    `if [ -n "$P" ]; then for f in ${T}/tray-"$P"-*.sock; do [ -e "$f" ] || continue; id=\${f##*/tray-"$P"-}; id=\${id%.sock}; rm -rf /dev/shm/tray-${shq(cluster)}-"$id" ${T}/tray-${shq(cluster)}-"$id"; rm -f "$f"; done; rm -f ${T}/tray-a-"$P"-*.sock; fi`,
     `true`,
   ].join("\n");
 }
 
-function startScript(stateDir: string, cmd: string): string {
+function startScript(stateDir: string, cluster: string, cmd: string): string {
   return [
     ALIVE_FN,
     `mkdir -p ${stateDir} && cd ${stateDir} || exit 5`,
-    stopScript(stateDir).replace(/echo (killed|stopped|not-running)/g, ":"),
+    stopScript(stateDir, cluster).replace(/echo (killed|stopped|not-running)/g, ":"),
     `rm -f ready.json`,
     // a new session: no SIGHUP when the SSH session ends (nohup where util-linux is missing)
     `if command -v setsid >/dev/null 2>&1; then setsid ${cmd} >> agent.log 2>&1 < /dev/null & else nohup ${cmd} >> agent.log 2>&1 < /dev/null & fi`,
@@ -577,7 +581,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       }
       progress.update(n.name, h.probe?.agentPid ? "restarting agent" : "starting agent");
       const cmd = `${shq(h.nodeBin!)} ${shq(`${h.agentDir}/agent.js`)} ${agentArgs(h)}`;
-      const r = await h.conn!.exec(sh(startScript(shq(h.stateDir!), cmd)));
+      const r = await h.conn!.exec(sh(startScript(shq(h.stateDir!), name, cmd)));
       if (r.code !== 0) {
         const out = (r.stdout + r.stderr).replace(/TRAY_AGENT_(DIED|TIMEOUT)\n?/, "").trim();
         const why = r.stdout.includes("TRAY_AGENT_DIED") ? "exited at start" : r.stdout.includes("TRAY_AGENT_TIMEOUT") ? "did not become ready within 60 s" : `could not be started (exit code ${r.code})`;
@@ -640,7 +644,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       progress.update(n.name, "removing", "no longer in the cluster config");
       try {
         const c = await connectNode(state, n, { pin: false, save: false });
-        await c.run(sh(stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`) + "\n" + removeScript(name)), "stopping the agent");
+        await c.run(sh(stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name) + "\n" + removeScript(name)), "stopping the agent");
         c.close();
         progress.update(n.name, "removed");
       } catch (e) {
@@ -835,7 +839,7 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
           progress.update(n.name, "stopping agent", host);
           const c = await connectNode(state, n, { pin: false, save: false });
           try {
-            const out = await c.run(sh(`${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)}\n${removeScript(name)}`), "stopping the agent");
+            const out = await c.run(sh(`${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name)}\n${removeScript(name)}`), "stopping the agent");
             const agent = out.trim().split("\n")[0] ?? "";
             progress.update(n.name, "removed", agent === "not-running" ? "(agent was not running)" : `(agent ${agent})`);
             reports.push({ name: n.name, host, status: "removed", agent });

@@ -100,6 +100,8 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
   before(() => {
     execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: "inherit" });
     hosts = th.up(3);
+    // hosts keep their /tmp between runs: start from a clean one, so leftovers are this run's
+    for (const i of [1, 2, 3]) th.cleanTmp(i);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tray-e2e-ssh-"));
     fs.writeFileSync(path.join(tmp, "job.ts"), JOB);
     delete process.env.SSH_AUTH_SOCK;
@@ -208,6 +210,7 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
       const left = th.inHost(i, "find /home/tray/.tray 2>/dev/null | head -20").stdout;
       assert.equal(left, "", `tray files left on host ${i}`);
       assert.equal(th.inHost(i, "ls /dev/shm").stdout.trim(), "", `shared memory left on host ${i}`);
+      assert.equal(th.inHost(i, "ls /tmp | grep '^tray-'").stdout.trim(), "", `sockets left on host ${i}`);
     }
     cfg = "";
   });
@@ -228,6 +231,8 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
     r = await tray(["down", f]);
     assert.equal(r.code, 1, "down refuses a changed key too");
     assert.match(r.stderr, /has changed since tray first connected/);
-    th.inHost(2, "pkill -u tray -f agent.js; rm -rf /home/tray/.tray");
+    th.killMatching(2, "agent.js");
+    th.inHost(2, "rm -rf /home/tray/.tray");
+    th.cleanTmp(2);
   });
 });

@@ -41,6 +41,12 @@ const i = a.listen.lastIndexOf(":");
 const host = a.listen.slice(0, i), port = Number(a.listen.slice(i + 1));
 const nodeId = crypto.randomBytes(6).toString("hex");
 const nodes = new Map();
+// like the real agent: a socket in $TMPDIR and an object store in /dev/shm, which this one
+// never cleans up (as if killed): down must remove them
+const short = crypto.randomBytes(4).toString("hex");
+fs.writeFileSync((process.env.TMPDIR || "/tmp") + "/tray-" + process.pid + "-" + short + ".sock", "");
+fs.mkdirSync("/dev/shm/tray-" + a.cluster + "-" + short, { recursive: true });
+fs.writeFileSync("/dev/shm/tray-" + a.cluster + "-" + short + "/obj", "x");
 const server = http.createServer((req, res) => {
   if (req.headers.authorization !== "Bearer " + token) { res.writeHead(401); return res.end(); }
   const u = new URL(req.url, "http://x");
@@ -134,6 +140,8 @@ function agentProcesses(i: number): string[] {
 describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
   before(() => {
     hosts = th.up(3);
+    // hosts keep their /tmp between runs: start from a clean one, so leftovers are this run's
+    for (const i of [1, 2, 3]) th.cleanTmp(i);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tray-launcher-"));
     process.env.TRAY_HOME = path.join(tmp, "home");
     delete process.env.SSH_AUTH_SOCK;
@@ -336,6 +344,7 @@ describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
     console.log(`# down: ${Date.now() - t} ms`);
     for (const i of [1, 2, 3]) {
       assert.deepEqual(agentProcesses(i), [], `no agent left on host ${i}`);
+      assert.equal(th.inHost(i, "ls /dev/shm; ls /tmp | grep '^tray-'").stdout, "", `no store or socket left on host ${i}`);
       for (const u of ["tray", "root"]) assert.equal(fs.existsSync(path.join(th.homeOf(i, u), ".tray")), false, `no ~/.tray for ${u} on host ${i}`);
     }
     assert.equal(readState("c1")!.status, "down");

@@ -124,6 +124,27 @@ export class TestHosts {
     return (r.stdout || "").split(/\s+/).filter(Boolean).map(Number);
   }
 
+  /**
+   * Remove tray's leftovers from host i's own /tmp and /dev/shm (they persist between runs).
+   * Does nothing when the hosts share this machine's /tmp (a base under /tmp).
+   */
+  cleanTmp(i: number): void {
+    if (this.base.startsWith("/tmp/")) return;
+    this.inHost(i, "rm -rf /tmp/tray-* /dev/shm/tray-*");
+  }
+
+  /** SIGKILL the processes of host i (its network namespace only) whose command line contains `text`. */
+  killMatching(i: number, text: string): number[] {
+    const killed: number[] = [];
+    for (const p of this.pids(i)) {
+      let cmd = "";
+      try { cmd = fs.readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " "); } catch { continue; }
+      if (!cmd.includes(text)) continue;
+      try { process.kill(p, "SIGKILL"); killed.push(p); } catch { /* gone */ }
+    }
+    return killed;
+  }
+
   /** Command lines of the processes in host i other than sshd. */
   processes(i: number): string[] {
     return this.pids(i)
