@@ -159,5 +159,8 @@ export function testHostsUnavailable(): string | undefined {
   if (!fs.existsSync("/usr/sbin/sshd")) return "needs openssh-server (/usr/sbin/sshd): apt-get install -y openssh-server";
   const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
   if (r.status !== 0) return "needs iproute2 with `ip netns`";
+  // a container without CAP_SYS_ADMIN lists namespaces but cannot make them
+  const u = spawnSync("unshare", ["--net", "--mount", "--uts", "true"], { encoding: "utf8" });
+  if (u.status !== 0) return `cannot create namespaces here (unshare: ${(u.stderr || u.error?.message || "").trim()})`;
   return undefined;
 }
