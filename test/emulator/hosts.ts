@@ -13,9 +13,11 @@
 // removed) by the next claimer.
 //
 // Inside each host's private mount + UTS namespace, /home, /root, /run and /var/log are bound
-// from $BASE/c<slot>/..., /tmp and /dev/shm are fresh tmpfs, and /etc/passwd, /etc/group and
-// /etc/shadow are bound from per-host copies that add the login user (uid 1500): nothing on the
-// real machine's account database is changed.
+// from $BASE/c<slot>/..., /tmp and /dev/shm are fresh tmpfs. The image's login user (ubuntu,
+// azureuser, ...) is a real account (useradd, no password, home /home/<user> which each host
+// backs with its own directory), as scripts/testhosts.sh does for its `tray` user. (Binding
+// per-host copies over /etc/passwd does not work: any useradd on the machine renames
+// /etc/passwd, and the kernel then detaches such file mounts in every namespace.)
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -30,7 +32,6 @@ const NSP = "tray-c";
 const VP = "trc";
 const BASE = process.env.TRAY_CLOUD_BASE ?? "/var/tmp/tray-cloudhosts";
 const MAX_SLOTS = 200;
-const USER_UID = 1500;
 
 export interface HostSpec {
   /** Login user of the "image" (ubuntu, debian, azureuser, ...). */
@@ -138,6 +139,50 @@ async function removeSlot(slot: number): Promise<void> {
   );
 }
 
+/** Create the login user if missing (serialised: useradd locks /etc/passwd and fails when busy). */
+async function ensureUser(user: string): Promise<void> {
+  await sh(
+    `exec 9>"${BASE}/useradd.lock"; flock 9
+     if ! id -u ${user} >/dev/null 2>&1; then
+       for _ in 1 2 3 4 5 6 7 8 9 10; do
+         useradd -M -d /home/${user} -s /bin/bash -U ${user} 2>/dev/null && break
+         id -u ${user} >/dev/null 2>&1 && break
+         sleep 0.3
+       done
+     fi
+     id -u ${user} >/dev/null
+     # a new account is locked ("!"), which sshd refuses even for keys: no password instead
+     if [ "$(getent shadow ${user} | cut -d: -f2)" != "*" ]; then usermod -p '*' ${user}; fi`,
+  );
+}
+
+/** Remove hosts whose owning process died (a test killed mid-run), once per process. */
+let reaped = false;
+async function reapStale(): Promise<void> {
+  if (reaped) return;
+  reaped = true;
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(path.join(BASE, "slots")).filter((n) => /^\d+$/.test(n));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const lock = slotLock(Number(n));
+    try {
+      const owner = Number(fs.readFileSync(lock, "utf8").trim() || 0);
+      const age = Date.now() - fs.statSync(lock).mtimeMs;
+      if ((owner && pidAlive(owner)) || (!owner && age < 10_000)) continue;
+      const mine = `${lock}.${process.pid}`;
+      fs.renameSync(lock, mine);
+      await removeSlot(Number(n)).catch(() => {});
+      fs.rmSync(mine, { force: true });
+    } catch {
+      // taken over or released meanwhile
+    }
+  }
+}
+
 export class HostPool {
   private hosts = new Map<number, Host>();
 
@@ -145,6 +190,7 @@ export class HostPool {
   async create(spec: HostSpec): Promise<Host> {
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(spec.user)) throw new Error(`emulator: bad user ${spec.user}`);
     fs.mkdirSync(BASE, { recursive: true });
+    await reapStale();
     await ensureBridge();
     const slot = await claimSlot();
     const ns = NSP + slot;
@@ -162,8 +208,9 @@ export class HostPool {
     this.hosts.set(slot, host);
     try {
       fs.rmSync(d, { recursive: true, force: true });
+      await ensureUser(spec.user);
       const uh = path.join(d, "home", spec.user);
-      for (const sub of ["etc", "root", "run/sshd", "log", path.join("home", spec.user, ".ssh")]) {
+      for (const sub of ["root", "run/sshd", "log", path.join("home", spec.user, ".ssh")]) {
         fs.mkdirSync(path.join(d, sub), { recursive: true });
       }
       fs.writeFileSync(path.join(uh, ".ssh", "authorized_keys"), spec.authorizedKeys.join("\n") + "\n");
@@ -172,15 +219,6 @@ export class HostPool {
           fs.copyFileSync(path.join("/etc/skel", f), path.join(uh, f));
         } catch {}
       }
-      const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").filter((l) => l && !l.startsWith(spec.user + ":"));
-      passwd.push(`${spec.user}:x:${USER_UID}:${USER_UID}::/home/${spec.user}:/bin/bash`);
-      fs.writeFileSync(path.join(d, "etc/passwd"), passwd.join("\n") + "\n");
-      const group = fs.readFileSync("/etc/group", "utf8").split("\n").filter((l) => l && !l.startsWith(spec.user + ":"));
-      group.push(`${spec.user}:x:${USER_UID}:`);
-      fs.writeFileSync(path.join(d, "etc/group"), group.join("\n") + "\n");
-      const shadow = fs.readFileSync("/etc/shadow", "utf8").split("\n").filter((l) => l && !l.startsWith(spec.user + ":"));
-      shadow.push(`${spec.user}:*:19000:0:99999:7:::`);
-      fs.writeFileSync(path.join(d, "etc/shadow"), shadow.join("\n") + "\n", { mode: 0o640 });
       fs.writeFileSync(
         path.join(d, "sshd_config"),
         `ListenAddress ${host.privateIp}:22
@@ -209,7 +247,7 @@ LogLevel VERBOSE
       await sh(
         `d="${d}"; ns=${ns}; veth=${VP}${slot}
          ssh-keygen -q -t ed25519 -N '' -C "$ns" -f "$d/ssh_host_ed25519_key"
-         chown -R ${USER_UID}:${USER_UID} "$d/home/${spec.user}"
+         chown -R "${spec.user}:" "$d/home/${spec.user}"
          chmod 700 "$d/home/${spec.user}" "$d/home/${spec.user}/.ssh"; chmod 600 "$d/home/${spec.user}/.ssh/authorized_keys"
          : > "$d/run/utmp"; : > "$d/log/wtmp"; : > "$d/log/lastlog"
          ip netns del $ns 2>/dev/null || true; ip link del $veth 2>/dev/null || true
@@ -233,9 +271,6 @@ LogLevel VERBOSE
            hostname '${host.hostname}'
            mount --bind '$d/home' /home
            mount --bind '$d/root' /root
-           mount --bind '$d/etc/passwd' /etc/passwd
-           mount --bind '$d/etc/group' /etc/group
-           mount --bind '$d/etc/shadow' /etc/shadow
            mount --bind '$d/run' /run
            mount --bind '$d/log' /var/log
            mount -t tmpfs -o mode=1777 tmpfs /tmp
