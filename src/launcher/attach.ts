@@ -12,7 +12,9 @@ export interface AttachOptions {
 }
 
 export async function attach(o: AttachOptions = {}): Promise<number> {
-  const state = sshClusterState(clusterState(o.cluster).name);
+  const cs = clusterState(o.cluster);
+  if (cs.provider === "local") return (await import("./local-node.js")).attachLocal();
+  const state = sshClusterState(cs.name);
   const stdin = o.stdin ?? process.stdin;
   const stdout = o.stdout ?? process.stdout;
   const head = headNode(state);

@@ -42,7 +42,10 @@ function linePrefixer(prefix: string, out: NodeJS.WritableStream): { write(b: Bu
 
 export async function execOnCluster(command: string, o: ExecOptions = {}): Promise<{ code: number; results: NodeExecResult[] }> {
   if (!command.trim()) throw new UserError("tray exec needs a command, e.g. tray exec 'uptime'.");
-  const state = sshClusterState(clusterState(o.cluster).name);
+  const cs = clusterState(o.cluster);
+  // Every node of a local cluster is this machine: run it here, once.
+  if (cs.provider === "local") return (await import("./local-node.js")).execLocal(cs, command, o);
+  const state = sshClusterState(cs.name);
   const stdout = o.stdout ?? process.stdout;
   const stderr = o.stderr ?? process.stderr;
   const nodes: NodeState[] = o.allNodes ? state.nodes : state.nodes.filter((n) => n.kind === "head");

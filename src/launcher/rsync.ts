@@ -32,7 +32,12 @@ async function remoteAbs(conn: SshConnection, p: string): Promise<string> {
 export async function rsyncUp(src: string, dst: string, o: RsyncOptions = {}): Promise<RsyncResult> {
   const local = path.resolve(src);
   if (!fs.existsSync(local)) throw new UserError(`${src} does not exist on this machine.`);
-  const state = sshClusterState(clusterState(o.cluster).name);
+  const cs = clusterState(o.cluster);
+  if (cs.provider === "local") {
+    const files = (await import("./local-node.js")).copyLocal(src, dst, "up");
+    return { nodes: cs.nodes.filter((n) => o.allNodes || n.kind === "head").map((n) => n.name), files };
+  }
+  const state = sshClusterState(cs.name);
   const nodes = o.allNodes ? state.nodes : state.nodes.filter((n) => n.kind === "head");
   let files = 0;
   await Promise.all(nodes.map(async (n) => {
@@ -51,7 +56,12 @@ export async function rsyncUp(src: string, dst: string, o: RsyncOptions = {}): P
 }
 
 export async function rsyncDown(src: string, dst: string, o: RsyncOptions = {}): Promise<RsyncResult> {
-  const state = sshClusterState(clusterState(o.cluster).name);
+  const cs = clusterState(o.cluster);
+  if (cs.provider === "local") {
+    const files = (await import("./local-node.js")).copyLocal(src, dst, "down");
+    return { nodes: cs.nodes.filter((n) => n.kind === "head").map((n) => n.name), files };
+  }
+  const state = sshClusterState(cs.name);
   const node = o.node
     ? state.nodes.find((n) => n.name === o.node || n.ssh?.host === o.node || n.privateIp === o.node || n.publicIp === o.node)
     : state.nodes.find((n) => n.kind === "head");
