@@ -1,5 +1,6 @@
 // Small helpers for runtime tests that submit jobs through the real CLI.
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import type { CliResult } from "./cluster.js";
 
 /** The job printed one JSON line last (console.log(JSON.stringify(...))): parse it. */
@@ -24,3 +25,17 @@ export function jobIdOf(r: CliResult): string {
 
 /** Infeasible tasks fail after this grace (the agent reads it when `tray up` starts it). */
 process.env.TRAY_INFEASIBLE_GRACE_MS ??= "1500";
+
+/** True when the process is gone, or a zombie its parent has not reaped yet (it runs nothing). */
+export function pidGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  try {
+    return /^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return true;
+  }
+}

@@ -17,6 +17,16 @@ const COMMON = `
     while (!fs.existsSync(file) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     return fs.existsSync(file);
   }
+  // Gone, or a zombie its parent has not reaped yet (it runs nothing either way).
+  function dead(pid: number) {
+    try { process.kill(pid, 0); } catch { return true; }
+    try { return /^\d+ \(.*\) Z/.test(fs.readFileSync("/proc/" + pid + "/stat", "utf8")); } catch { return true; }
+  }
+  async function waitDead(pid: number, ms = 10000) {
+    const deadline = Date.now() + ms;
+    while (!dead(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return dead(pid);
+  }
   async function errName(p: Promise<unknown>) { try { await p; return "resolved"; } catch (e: any) { return e.name + ": " + e.message; } }`;
 
 test("a task queued behind busy CPUs is cancelled before it runs", async () => {
@@ -63,10 +73,9 @@ test("a running async task cancelled with force: TaskCancelledError, its worker 
       const t0 = Date.now();
       cancel(ref, { force: true });
       const err = await errName(get(ref));
-      let dead = false;
-      for (let i = 0; i < 200 && !dead; i++) { try { process.kill(pid, 0); await new Promise((r) => setTimeout(r, 10)); } catch { dead = true; } }
+      const gone = await waitDead(pid);
       const after = await get(Array.from({ length: 10 }, (_, i) => sq.remote(i)));
-      console.log(JSON.stringify({ err, dead, after, quick: Date.now() - t0 < 30_000 }));
+      console.log(JSON.stringify({ err, dead: gone, after, quick: Date.now() - t0 < 30_000 }));
     }`);
   const o = okJson(r);
   assert.match(o.err, /^TaskCancelledError: forever/);
@@ -112,8 +121,7 @@ test("cancelling a task cancels the tasks it submitted (recursive, the default)"
       const childPid = Number(fs.readFileSync(dir + "/child-started", "utf8"));
       cancel(p, { force: true });
       const err = await errName(get(p));
-      let childKilled = false;
-      for (let i = 0; i < 500 && !childKilled; i++) { try { process.kill(childPid, 0); await new Promise((r) => setTimeout(r, 10)); } catch { childKilled = true; } }
+      const childKilled = await waitDead(childPid);
       console.log(JSON.stringify({ err, childKilled }));
     }`);
   const o = okJson(r);

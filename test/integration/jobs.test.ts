@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { ROOT, TestCluster, waitFor } from "../helpers/cluster.js";
-import { jobIdOf, okJson } from "../helpers/runtime.js";
+import { jobIdOf, okJson, pidGone } from "../helpers/runtime.js";
 
 const c = new TestCluster("jobs");
 before(() => c.up());
@@ -82,13 +82,13 @@ test("logs stream live: the job's first line reaches the submitter while the job
   const child = c.spawnCli(["submit", file]);
   let out = "";
   let exited = false;
-  child.on("exit", () => (exited = true));
+  const exitCode = new Promise<number>((res) => child.on("exit", (code) => { exited = true; res(code ?? 1); }));
   child.stdout.on("data", (d) => (out += d));
   await waitFor(() => out.includes("first line"), 20_000, "the first line");
   assert.equal(exited, false, "the submitter is still following");
   assert.ok(!out.includes("second line"));
   fs.writeFileSync(path.join(dir, "seen"), "");
-  const code = await new Promise<number>((res) => (exited ? res(child.exitCode!) : child.on("exit", (c) => res(c ?? 1))));
+  const code = await exitCode;
   assert.equal(code, 0);
   assert.match(out, /first line\nsecond line\n/);
 });
@@ -161,6 +161,7 @@ test("a job that never ends is stopped with `tray job stop`: STOPPED, and its ta
       await new Promise(() => {});
     }`);
   const child = c.spawnCli(["submit", file]);
+  const exited = new Promise<number>((res) => child.on("exit", (code) => res(code ?? 1)));
   let err = "";
   child.stderr.on("data", (d) => (err += d));
   const pids = await waitFor(() => {
@@ -172,10 +173,10 @@ test("a job that never ends is stopped with `tray job stop`: STOPPED, and its ta
   const stop = await c.cli(["job", "stop", id]);
   assert.equal(stop.code, 0, stop.stderr);
   assert.match(stop.stdout, new RegExp(`Stopping job ${id}`));
-  const code = await new Promise<number>((res) => child.on("exit", (c) => res(c ?? 1)));
+  const code = await exited;
   assert.equal(code, 1, "the follower exits 1");
   assert.match(err, /STOPPED/);
-  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  const alive = (pid: number) => !pidGone(pid);
   await waitFor(() => !alive(pids.actor) && !alive(pids.task), 10_000, "the job's actor and task processes to end");
   assert.equal(alive(pids.detached), true, "a detached actor outlives the job");
   const st = JSON.parse((await c.cli(["job", "status", id, "--json"])).stdout);
