@@ -550,20 +550,23 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
           await h.conn.mkdirp(`${p.home}/${REMOTE_ROOT}/node/bin`, 0o755);
           const tmp = `${h.nodeBin}.${process.pid}.tmp`;
           await h.conn.upload(process.execPath, tmp, 0o755);
-          await h.conn.run(`mv -f ${shq(tmp)} ${shq(h.nodeBin)}`, "installing node");
+          await h.conn.run(sh(`mv -f ${shq(tmp)} ${shq(h.nodeBin)}`), "installing node");
         }
         progress.update(n.name, "uploading agent", `${Math.round(bundle.bytes / 1024)} KiB`);
-        const present = await h.conn.exec(`test -s ${shq(h.agentDir)}/.complete`);
+        const present = await h.conn.exec(sh(`test -s ${shq(h.agentDir)}/.complete`));
         if (present.code !== 0) {
           const tmpDir = `${h.agentDir}.${process.pid}.tmp`;
-          await h.conn.run(`rm -rf ${shq(tmpDir)} && mkdir -p -m 700 ${shq(tmpDir)}`, "creating the agent folder");
+          await h.conn.run(sh(`rm -rf ${shq(tmpDir)} && mkdir -p -m 700 ${shq(tmpDir)}`), "creating the agent folder");
           await Promise.all(bundle.files.map((f) => h.conn!.upload(f.path, `${tmpDir}/${f.name}`, f.name.endsWith(".node") ? 0o755 : 0o644)));
-          await h.conn.run(`echo ${bundle.hash} > ${shq(tmpDir)}/.complete && rm -rf ${shq(h.agentDir)} && mv ${shq(tmpDir)} ${shq(h.agentDir)}`, "installing the agent");
+          // another `up` (another cluster on this host) may have installed it meanwhile: never
+          // replace a complete install that agents may be running from
+          const [A, T] = [shq(h.agentDir), shq(tmpDir)];
+          await h.conn.run(sh(`echo ${bundle.hash} > ${T}/.complete && { [ -s ${A}/.complete ] || { rm -rf ${A} && mv ${T} ${A}; }; } && rm -rf ${T}`), "installing the agent");
         }
         mark("agent");
       }
       if (h.run.includes("token")) {
-        await h.conn.run(`umask 077 && mkdir -p ${shq(h.stateDir)} && cat > ${shq(h.stateDir)}/token.tmp && mv -f ${shq(h.stateDir)}/token.tmp ${shq(h.stateDir)}/token`, "writing the token file", { stdin: token + "\n" });
+        await h.conn.run(sh(`umask 077 && mkdir -p ${shq(h.stateDir)} && cat > ${shq(h.stateDir)}/token.tmp && mv -f ${shq(h.stateDir)}/token.tmp ${shq(h.stateDir)}/token`), "writing the token file", { stdin: token + "\n" });
         mark("token");
       }
     };
@@ -755,7 +758,7 @@ export async function uploadPath(conn: SshConnection, local: string, remote: str
     }
   };
   walk(local, remote);
-  await conn.run(`mkdir -p ${dirs.map(shq).join(" ")}`, `creating ${remote}`);
+  await conn.run(sh(`mkdir -p ${dirs.map(shq).join(" ")}`), `creating ${remote}`);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(8, files.length) }, async () => {
     while (next < files.length) {

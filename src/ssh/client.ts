@@ -299,7 +299,7 @@ export class SshConnection {
   /** The login user's home directory on the host. */
   home(): Promise<string> {
     if (!this.homeP) {
-      this.homeP = this.run('printf %s "$HOME"', "reading $HOME").then((h) => {
+      this.homeP = this.run(`sh -c 'printf %s "$HOME"'`, "reading $HOME").then((h) => {
         if (!h.startsWith("/")) throw new UserError(`${this.where}: the home directory of "${this.user}" is not set ($HOME=${JSON.stringify(h)}).`);
         return h;
       });
@@ -360,7 +360,7 @@ export class SshConnection {
   }
 
   async mkdirp(remotePath: string, mode = 0o755): Promise<void> {
-    await this.run(`mkdir -p -m ${mode.toString(8)} ${shq(remotePath)}`, `creating ${remotePath}`);
+    await this.run(`sh -c ${shq(`mkdir -p -m ${mode.toString(8)} ${shq(remotePath)}`)}`, `creating ${remotePath}`);
   }
 
   /** Interactive shell with a PTY (for `tray attach`). */
