@@ -185,6 +185,12 @@ for (const h of harnesses as CloudHarness<any>[]) {
       // what down removed is listed
       const out = r.stdout + r.stderr;
       for (const n of [`${cluster}-head`, `${cluster}-worker-1`, `${cluster}-worker-2`]) assert.match(out, new RegExp(n));
+      const kinds: Record<string, string[]> = {
+        aws: ["instance", "security-group", "key-pair"],
+        gcp: ["instance", "disk", "firewall-rule"],
+        azure: ["instance", "disk", "nic", "public-ip", "network", "security-group"],
+      };
+      for (const k of kinds[h.cloud]!) assert.match(out, new RegExp(`^\\s+${k} `, "m"), `down lists the ${k}s it removed:\n${out}`);
     });
 
     test("an instance that never becomes reachable: up fails naming it, down still removes everything", async () => {
