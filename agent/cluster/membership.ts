@@ -116,6 +116,8 @@ export class HeadConnection {
     private readonly token: string,
     private readonly self: () => NodeView,
     private readonly heartbeat: () => { available: Record<string, number>; queued: number; store?: unknown; pending?: unknown[]; workers?: number },
+    /** Named actors this node hosts: a restarted head learns its name registry back from them. */
+    private readonly named: () => Array<{ key: string; id: string; c: string }> = () => [],
   ) {}
 
   async start(): Promise<void> {
@@ -126,7 +128,7 @@ export class HeadConnection {
         const link = await dial(this.url, this.token);
         link.peer = "head";
         this.link = link;
-        await link.request({ t: "register", node: this.self() });
+        await link.request({ t: "register", node: this.self(), named: this.named() });
         link.onClose = () => {
           if (this.link === link) this.link = undefined;
           clearInterval(this.hbTimer);

@@ -132,7 +132,7 @@ export class NodeAgent {
   private readonly clsMs = new Map<string, number>();
   readonly actors = new Map<string, Actor>();
   /** Named actors (authoritative on the head): "namespace/name" -> actor id and class. */
-  readonly named = new Map<string, { id: string; c: string }>();
+  readonly named = new Map<string, { id: string; c: string; home?: string }>();
   /** Calls to actors that live on other nodes, in submission order per actor. */
   private readonly remoteCalls = new Map<string, Task[]>();
   private readonly locating = new Set<string>();
@@ -374,8 +374,10 @@ export class NodeAgent {
       case "getActor": {
         const key = `${m.namespace}/${m.name}`;
         const missing = { kind: "TaskError", causeName: "ValueError", message: `no actor named "${m.name}" in namespace "${m.namespace}"` };
-        const answer = (found: { id: string; c: string } | undefined) =>
-          conn.send(found ? { t: "rep", rid: m.rid, value: found } : { t: "rep", rid: m.rid, err: missing });
+        const answer = (found: { id: string; c: string; home?: string } | undefined) => {
+          if (found?.home) this.net?.noteHome(found.id, found.home);
+          conn.send(found ? { t: "rep", rid: m.rid, value: { id: found.id, c: found.c } } : { t: "rep", rid: m.rid, err: missing });
+        };
         const headLink = !this.head && this.net?.headLink();
         if (headLink) headLink.request<{ id: string; c: string } | undefined>({ t: "lookupName", key }).then(answer, () => answer(undefined));
         else answer(this.lookupName(key));
@@ -1119,10 +1121,27 @@ export class NodeAgent {
     return { ok: true };
   }
 
-  lookupName(key: string): { id: string; c: string } | undefined {
+  lookupName(key: string): { id: string; c: string; home?: string } | undefined {
     const ex = this.named.get(key);
     if (!ex || this.actors.get(ex.id)?.state === "dead") return undefined;
+    if (ex.home && this.net && !this.net.view.get(ex.home)?.alive) return undefined; // its node is gone
     return ex;
+  }
+
+  /** Head: a (re-)registering node reports a named actor it hosts. */
+  rememberName(key: string, info: { id: string; c: string; home: string }): void {
+    const ex = this.named.get(key);
+    if (!ex || ex.id === info.id || this.actors.get(ex.id)?.state === "dead") this.named.set(key, info);
+  }
+
+  /** Named actors living on this node (reported to the head when this node registers). */
+  namedHosted(): Array<{ key: string; id: string; c: string }> {
+    const out: Array<{ key: string; id: string; c: string }> = [];
+    for (const a of this.actors.values()) {
+      if (a.state === "dead" || a.home || a.aliasOf || !a.o.name) continue;
+      out.push({ key: `${a.o.namespace}/${a.o.name}`, id: a.id, c: a.fn.n });
+    }
+    return out;
   }
 
   dropName(key: string, actorId: string): void {

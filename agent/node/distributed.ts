@@ -84,7 +84,7 @@ export class Distributed {
   }
 
   async startNode(headUrl: string): Promise<void> {
-    const hc = (this.headConn = new HeadConnection(headUrl, this.token, this.self, () => this.heartbeatFields()));
+    const hc = (this.headConn = new HeadConnection(headUrl, this.token, this.self, () => this.heartbeatFields(), () => this.agent.namedHosted()));
     hc.onLink = (l) => {
       this.wire(l);
       l.peer = "head";
@@ -464,6 +464,11 @@ export class Distributed {
     return home;
   }
 
+  /** The head told us where a named actor lives (getActor): calls go straight there. */
+  noteHome(actorId: string, home: string): void {
+    if (home !== this.selfId) this.actorHomes.set(actorId, home);
+  }
+
   cachedHome(actorId: string): string | undefined {
     const h = this.actorHomes.get(actorId);
     return h && this.view.get(h)?.alive ? h : undefined;
@@ -509,7 +514,10 @@ export class Distributed {
       case "register":
         link.peer = m.node.nodeId;
         this.links.set(m.node.nodeId, link);
-        if (this.table) this.table.register(m.node, link);
+        if (this.table) {
+          this.table.register(m.node, link);
+          for (const n of m.named ?? []) a.rememberName(n.key, { id: n.id, c: n.c, home: m.node.nodeId });
+        }
         link.reply(m.rid!, true);
         return;
       case "hb":

@@ -41,7 +41,7 @@ export interface RemoteTask {
 
 export type ClusterMsg =
   | { t: "rep"; rid: number; value?: unknown; err?: string }
-  | { t: "register"; rid?: number; node: NodeView }
+  | { t: "register"; rid?: number; node: NodeView; named?: Array<{ key: string; id: string; c: string }> }
   | { t: "hb"; nodeId: string; total?: Record<string, number>; available: Record<string, number>; queued: number; store?: unknown; pending?: unknown[]; workers?: number }
   | { t: "view"; nodes: NodeView[] }
   | { t: "exec"; task: RemoteTask }
