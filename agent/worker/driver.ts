@@ -1,6 +1,6 @@
 // The driver of a job: a process on the head that imports the job's bundle and calls its
 // default export with the job's arguments. Its stdout/stderr are the job's logs.
-import { coreFromEnv, loadBundle } from "./worker.js";
+import { coreFromEnv, loadBundle, trimStack } from "./worker.js";
 import { toWireError } from "../../src/runtime/errors.js";
 
 /**
@@ -65,7 +65,7 @@ export async function runDriver(): Promise<void> {
     const result = await main(args);
     await finish(true, undefined, result);
   } catch (e) {
-    console.error(e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e));
+    console.error(e instanceof Error ? (e.stack ? trimStack(e.stack) : `${e.name}: ${e.message}`) : String(e));
     await finish(false, e);
   }
 }

@@ -18,6 +18,9 @@ import type { AgentToProc, ResolvedArg } from "../../src/protocol/local.js";
 /** Environment the agent passes to every worker and driver. */
 export function coreFromEnv(isWorker: boolean): Core {
   const env = process.env;
+  // Job bundles carry an inline source map: stacks of user errors name the user's file and
+  // line (job.ts:12), not the bundle's.
+  process.setSourceMapsEnabled?.(true);
   const need = (k: string) => {
     const v = env[k];
     if (!v) throw new Error(`${k} is not set: workers are started by the tray agent, not by hand`);
@@ -192,6 +195,22 @@ function base(m: Extract<AgentToProc, { t: "actorInit" }>): ActorState {
   return { id: m.actor, instance: undefined, name: m.fn.n, gpus: m.gpus ?? [], maxConcurrency: 0, inFlight: 0, calls: [] };
 }
 
+/** A stack without tray's own frames (the worker/driver below the user's code). */
+export function trimStack(stack: string): string {
+  const self = process.argv[1] ?? "\0";
+  return stack
+    .split("\n")
+    .filter((l) => !(/^\s+at /.test(l) && (l.includes(self) || /[( ]node:(async_hooks|internal\/process)/.test(l))))
+    .join("\n");
+}
+
+/** A user error for the wire, its stack trimmed of tray's frames. */
+function userError(e: unknown, desc: string): WireError {
+  const w = toWireError(e, desc);
+  if (w.stack) w.stack = trimStack(w.stack);
+  return w;
+}
+
 async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Promise<void> {
   const start = performance.now();
   let out: { v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean };
@@ -212,7 +231,7 @@ async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Prom
     });
   } catch (e) {
     if (e instanceof DependencyError) out = { v: e.wire };
-    else out = { err: toWireError(e, m.fn.n) };
+    else out = { err: userError(e, m.fn.n) };
   }
   core.send({ t: "done", id: m.id, ms: performance.now() - start, ...out });
 }
@@ -278,7 +297,7 @@ async function runActorCall(
     out = encodeResult(core, c.id, result);
   } catch (e) {
     if (e instanceof DependencyError) out = { v: e.wire };
-    else out = { err: toWireError(e, desc) };
+    else out = { err: userError(e, desc) };
   }
   const done = { t: "done" as const, id: c.id, ms: performance.now() - start, ...out };
   if (c.replyTo) c.replyTo.send(done);

@@ -5,6 +5,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { UserError } from "../errors.js";
 
 /** Names the runtime exports; the virtual "tray" module re-exports them from the global. */
@@ -39,6 +40,9 @@ export async function bundleJob(entry: string): Promise<Bundle> {
       format: "esm",
       write: false,
       sourcemap: "inline",
+      // Sources resolve to the files on the submitter's machine, so a remote stack reads
+      // /home/me/proj/job.ts:12 (workers and drivers enable source maps).
+      sourceRoot: pathToFileURL(process.cwd()).href + "/",
       sourcesContent: false,
       // Function and class names show in errors, logs and `tray status` (esbuild would
       // otherwise rename `boom` to `boom2` when two modules both declare one).

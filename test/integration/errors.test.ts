@@ -23,7 +23,8 @@ test("TaskError keeps the original name, message, remote stack and cause, also t
         catch (e: any) {
           out[k] = { name: e.name, inst: e instanceof TaskError, causeName: e.causeName, message: e.message,
             causeIsError: e.cause instanceof Error, causeMessage: e.cause?.message,
-            stackNamesInner: /inner/.test(e.stack), stackHasQuota: /QuotaError: quota of 5 exceeded/.test(e.stack) };
+            stackNamesInner: /inner/.test(e.stack), stackHasQuota: /QuotaError: quota of 5 exceeded/.test(e.stack),
+            stackNamesJobFile: /at inner \\(.*job-[a-z0-9]+\\.ts:4:\\d+\\)/.test(e.stack), noTrayFrames: !/dist\\/agent\\.js|async_hooks/.test(e.stack) };
         }
       }
       console.log(JSON.stringify(out));
@@ -38,6 +39,8 @@ test("TaskError keeps the original name, message, remote stack and cause, also t
     assert.equal(o[k].causeMessage, "quota of 5 exceeded", k);
     assert.equal(o[k].stackNamesInner, true, `${k}: the stack shows where the user's code threw`);
     assert.equal(o[k].stackHasQuota, true, k);
+    assert.equal(o[k].stackNamesJobFile, true, `${k}: the stack names the job's own file and line (source maps)`);
+    assert.equal(o[k].noTrayFrames, true, `${k}: tray's own frames are left out`);
   }
   assert.equal(o.string.name, "TaskError");
   assert.equal(o.string.message, "a plain string");
