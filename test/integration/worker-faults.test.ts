@@ -47,7 +47,7 @@ test("process.exit(3), a native crash and running out of memory each fail only t
   assert.equal(o.later, 144, "the pool replaced the dead workers");
 });
 
-test("a task that crashes its worker only the first time succeeds with maxRetries: 2", async () => {
+test("a task that exits, crashes or runs out of memory only the first time succeeds with maxRetries: 2", async () => {
   const r = await c.submit(`
     import { remote, get } from "tray";
     import fs from "node:fs";
@@ -55,15 +55,16 @@ test("a task that crashes its worker only the first time succeeds with maxRetrie
       fs.appendFileSync(marker, "x");
       if (fs.readFileSync(marker, "utf8").length === 1) {
         if (how === "exit") process.exit(1);
+        if (how === "oom") { const keep: number[][] = []; for (;;) keep.push(new Array(1_000_000).fill(1.5)); }
         process.kill(process.pid, "SIGSEGV");
       }
       return "ok after " + fs.readFileSync(marker, "utf8").length + " attempts";
     }, { maxRetries: 2 });
     export default async function main() {
       const dir = fs.mkdtempSync("/tmp/tray-flaky-");
-      console.log(JSON.stringify(await get([flaky.remote(dir + "/a", "exit"), flaky.remote(dir + "/b", "segv")])));
+      console.log(JSON.stringify(await get([flaky.remote(dir + "/a", "exit"), flaky.remote(dir + "/b", "segv"), flaky.remote(dir + "/c", "oom")])));
     }`);
-  assert.deepEqual(okJson(r), ["ok after 2 attempts", "ok after 2 attempts"]);
+  assert.deepEqual(okJson(r), ["ok after 2 attempts", "ok after 2 attempts", "ok after 2 attempts"]);
 });
 
 test("the default is 3 retries: a task that always crashes runs 4 times, then fails", async () => {
