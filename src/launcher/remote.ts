@@ -18,7 +18,7 @@ import type { ClusterConfig } from "../config/types.js";
 import { UserError, isUserError } from "../errors.js";
 import type { InstanceRecord, Provider, RemovedResource, RunRequest } from "../providers/interface.js";
 import { tunnelOver } from "../client/tunnel.js";
-import { shq, type SshConnection } from "../ssh/client.js";
+import { shq, type ExecOptions, type ExecResult, type SshConnection } from "../ssh/client.js";
 import { connectNode, saveSshAuth } from "../ssh/cluster.js";
 import { hostKeyId } from "../ssh/hostkeys.js";
 import type { Progress } from "./progress.js";
@@ -251,17 +251,31 @@ function agentBundle(distDir: string): AgentBundle {
 
 // ------------------------------------------------------------------ remote scripts
 
-/** Run a script with sh whatever the login shell is (tcsh, fish ...). */
-export function sh(script: string): string {
-  return `sh -c ${shq(script)}`;
+/**
+ * A one-line command for sh whatever the login shell is (tcsh, fish ...). Scripts of several
+ * lines travel on stdin instead (runScript/execScript): csh cannot quote a newline.
+ */
+export function sh(line: string): string {
+  if (line.includes("\n")) throw new Error("bug: sh() takes one line; use runScript for scripts");
+  return `sh -c ${shq(line)}`;
+}
+
+/** Run a multi-line sh script (sent on stdin to `sh -s`, so any login shell works). */
+function execScript(conn: SshConnection, script: string, opts: Omit<ExecOptions, "stdin"> = {}): Promise<ExecResult> {
+  return conn.exec("sh -s", { ...opts, stdin: script + "\n" });
+}
+
+function runScript(conn: SshConnection, script: string, what: string): Promise<string> {
+  return conn.run("sh -s", what, { stdin: script + "\n" });
 }
 
 /**
- * A user's setup command runs as Ray runs it: in a bash login shell (so ~/.profile's PATH,
- * conda, nvm ... apply), or sh where there is no bash.
+ * The script that runs a user's setup command as Ray runs it: in a bash login shell (so
+ * ~/.profile's PATH, conda, nvm ... apply), or sh where there is no bash. Fed to `sh -s`;
+ * the command's own stdin is /dev/null (not the rest of the script).
  */
-export function userCommand(cmd: string): string {
-  return sh(`if command -v bash >/dev/null 2>&1; then exec bash --login -c ${shq(cmd)}; else exec sh -c ${shq(cmd)}; fi`);
+export function userScript(cmd: string): string {
+  return `if command -v bash >/dev/null 2>&1; then exec bash --login -c ${shq(cmd)} </dev/null; else exec sh -c ${shq(cmd)} </dev/null; fi`;
 }
 
 const ALIVE_FN = `alive() { [ -n "$1" ] && [ -r /proc/$1/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status; }`;
@@ -491,7 +505,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       progress.update(n.name, "connecting", n.ssh ? `${n.ssh.user}@${n.ssh.host}` : "");
       h.conn = await connectWithRetry(state, n, provider.capabilities.creates ? sshWaitMs() : 0, progress);
       writeState(state); // a newly pinned key is kept even if a later step fails
-      h.probe = parseProbe(await h.conn.run(sh(probeScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`)), "probing the host"));
+      h.probe = parseProbe(await runScript(h.conn, probeScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`), "probing the host"));
       const p = h.probe;
       h.stateDir = remoteStateDir(p.home, name);
       h.agentDir = `${p.home}/${REMOTE_ROOT}/agent/${bundle.hash}`;
@@ -584,7 +598,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       }
       progress.update(n.name, h.probe?.agentPid ? "restarting agent" : "starting agent");
       const cmd = `${shq(h.nodeBin!)} ${shq(`${h.agentDir}/agent.js`)} ${agentArgs(h)}`;
-      const r = await h.conn!.exec(sh(startScript(shq(h.stateDir!), name, cmd)));
+      const r = await execScript(h.conn!, startScript(shq(h.stateDir!), name, cmd));
       if (r.code !== 0) {
         const out = (r.stdout + r.stderr).replace(/TRAY_AGENT_(DIED|TIMEOUT)\n?/, "").trim();
         const why = r.stdout.includes("TRAY_AGENT_DIED") ? "exited at start" : r.stdout.includes("TRAY_AGENT_TIMEOUT") ? "did not become ready within 60 s" : `could not be started (exit code ${r.code})`;
@@ -647,7 +661,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       progress.update(n.name, "removing", "no longer in the cluster config");
       try {
         const c = await connectNode(state, n, { pin: false, save: false });
-        await c.run(sh(stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name) + "\n" + removeScript(name)), "stopping the agent");
+        await runScript(c, stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name) + "\n" + removeScript(name), "stopping the agent");
         c.close();
         progress.update(n.name, "removed");
       } catch (e) {
@@ -710,7 +724,7 @@ async function runCommands(h: HostCtx, cmds: string[], label: string, progress: 
   for (const cmd of cmds) {
     progress.update(h.node.name, label, `$ ${cmd.length > 60 ? cmd.slice(0, 57) + "..." : cmd}`);
     let lastLine = "";
-    const r = await h.conn!.exec(userCommand(cmd), {
+    const r = await execScript(h.conn!, userScript(cmd), {
       label: cmd,
       onData: (b) => {
         const l = b.toString("utf8").trim().split("\n").pop()?.trim();
@@ -842,7 +856,7 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
           progress.update(n.name, "stopping agent", host);
           const c = await connectNode(state, n, { pin: false, save: false });
           try {
-            const out = await c.run(sh(`${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name)}\n${removeScript(name)}`), "stopping the agent");
+            const out = await runScript(c, `${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name)}\n${removeScript(name)}`, "stopping the agent");
             const agent = out.trim().split("\n")[0] ?? "";
             progress.update(n.name, "removed", agent === "not-running" ? "(agent was not running)" : `(agent ${agent})`);
             reports.push({ name: n.name, host, status: "removed", agent });

@@ -79,14 +79,17 @@ test("ssh provider: hosts handed out once, queried by cluster, head and workers 
   await assert.rejects(new SshProvider({ clusterName: "c", headIp: "10.0.0.1", workerIps: ["10.0.0.1"], user: "u" }).bootstrap(), /listed twice/);
 });
 
-test("scripts survive any quoting: sh() and userCommand() run exactly the text given", async () => {
-  const { sh, userCommand } = await import("../../src/launcher/remote.js");
+test("scripts survive any quoting: sh() and userScript() run exactly the text given", async () => {
+  const { sh, userScript } = await import("../../src/launcher/remote.js");
   const { spawnSync } = await import("node:child_process");
   const cmd = `printf '%s|' "it's" 'a "b"' $((1+2)) "$HOME" '\\n'`;
   const direct = spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout;
   assert.equal(spawnSync("sh", ["-c", sh(cmd)], { encoding: "utf8" }).stdout, direct);
-  assert.equal(spawnSync("sh", ["-c", userCommand(cmd)], { encoding: "utf8" }).stdout, direct);
-  assert.equal(spawnSync("sh", ["-c", userCommand("exit 7")]).status, 7);
+  assert.throws(() => sh("a\nb"), /one line/);
+  // a setup command of several lines, fed to `sh -s` as the launcher does; its stdin is empty
+  const multi = `${cmd}\necho second line; cat`;
+  assert.equal(spawnSync("sh", ["-s"], { input: userScript(multi) + "\necho NOT-RUN\n", encoding: "utf8" }).stdout, `${direct}second line\n`);
+  assert.equal(spawnSync("sh", ["-s"], { input: userScript("exit 7") }).status, 7);
 });
 
 test("ssh provider from the YAML: hosts of an earlier up are found again; a host removed from the YAML is released", async () => {
