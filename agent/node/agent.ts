@@ -86,6 +86,8 @@ export interface Actor {
   home?: string;
   /** Host side: the node that created (owns) this actor. */
   remoteOwner?: string;
+  /** Its constructor arguments are held (released once when it dies). */
+  argsHeld?: boolean;
   /** Host side: constructor arguments as they arrived (values or local locations). */
   pre?: ResolvedArg[];
   /** The process that created it on this node (offered direct calls once it is alive). */
@@ -160,6 +162,9 @@ export class NodeAgent {
     this.available = { ...opts.resources };
     this.gpuFree = opts.gpus.map(() => 1);
     this.prestart = Math.max(1, Math.min(Math.floor(opts.resources.CPU ?? 1), 8));
+    // A ref owned by another node that something here now holds (a nested ref inside a value,
+    // an argument): borrow it, so its owner keeps it while this node needs it.
+    this.objects.onMissing = (id) => (this.net && this.net.ownerOf(id) !== this.opts.nodeId ? this.net.borrow(id) : undefined);
     this.objects.onFree = (e) => {
       if (e.lineage) this.holdArgs((e.lineage as Task).args, -1);
       if (e.borrowed) {
@@ -1150,6 +1155,7 @@ export class NodeAgent {
 
   private startActor(a: Actor): void {
     this.holdArgs(a.args, +1);
+    a.argsHeld = true;
     if (!this.canEverRun(a.res)) {
       this.actorDead(a, `no node can ever provide its resources ${describe(a.res)} (this node has ${describe(this.total)})`);
       return;
@@ -1475,7 +1481,6 @@ export class NodeAgent {
   }
 
   actorDead(a: Actor, cause: string): void {
-    const wasHolding = a.state !== "pending" || a.worker;
     a.state = "dead";
     a.deathCause = cause;
     for (const t of a.queue) this.finish(t, { err: { kind: "ActorDiedError", message: `${a.fn.n}.${t.m} failed: the actor is dead (${cause})` } });
@@ -1485,7 +1490,10 @@ export class NodeAgent {
       this.dropName(key, a.id);
       if (!this.head) this.net?.headLink()?.send({ t: "dropName", key, actor: a.id });
     }
-    if (wasHolding !== undefined) this.holdArgs(a.args, -1);
+    // Released when they were held (an actor that never got a place held them too: its
+    // constructor arguments stayed in the store forever).
+    if (a.argsHeld) this.holdArgs(a.args, -1);
+    a.argsHeld = false;
     if (a.remoteOwner) this.net?.sendTo(a.remoteOwner, { t: "actorState", actor: a.id, state: "dead", node: this.opts.nodeId, cause });
   }
 

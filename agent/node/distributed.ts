@@ -283,12 +283,31 @@ export class Distributed {
   /** The node running a task for another owner reports its result there. */
   sendResult(t: Task, r: { v?: Tagged; loc?: StoredLoc; err?: unknown }): void {
     if (r.loc) this.copies.set(t.id, r.loc);
+    this.holdInTransit(t.remoteOwner!, r.v?.r ?? r.loc?.r);
     this.sendTo(t.remoteOwner!, { t: "result", id: t.id, v: r.v, loc: r.loc, err: r.err as any });
   }
 
   sendYield(t: Task, i: number, v?: Tagged, loc?: StoredLoc): void {
     if (loc) this.copies.set(`${t.id}#${i}`, loc);
+    this.holdInTransit(t.remoteOwner!, v?.r ?? loc?.r);
     this.sendTo(t.remoteOwner!, { t: "gyield", id: t.id, i, v, loc });
+  }
+
+  /**
+   * Refs of ours nested in a value sent to another node are counted for that node before the
+   * value leaves: the worker that made them may drop its refs before the receiver's addref
+   * arrives. The receiver's addref is then a no-op and its decref releases the hold.
+   */
+  private holdInTransit(nodeId: string, ids: string[] | undefined): void {
+    if (!ids) return;
+    let s = this.remoteHolds.get(nodeId);
+    for (const id of ids) {
+      if (this.ownerOf(id) !== this.selfId || !this.agent.objects.get(id)) continue;
+      if (!s) this.remoteHolds.set(nodeId, (s = new Set()));
+      if (s.has(id)) continue;
+      s.add(id);
+      this.agent.objects.incr(id);
+    }
   }
 
   // ------------------------------------------------------------------ objects

@@ -64,9 +64,12 @@ export class ObjectDirectory {
   }
 
   incr(id: string): void {
-    const e = this.entries.get(id);
+    const e = this.entries.get(id) ?? this.onMissing?.(id);
     if (e) e.count++;
   }
+
+  /** An id held here that this node does not know: the agent borrows it from its owner. */
+  onMissing?: (id: string) => ObjEntry | undefined;
 
   decr(id: string): void {
     const e = this.entries.get(id);

@@ -103,16 +103,19 @@ test("a task that can never fit fails with InfeasibleTaskError naming its demand
 
 test("an actor that can never be placed: its calls reject with ActorDiedError naming the demand", async () => {
   const r = await c.submit(`
-    import { remote, get } from "tray";
-    const Big = remote(class Big { hi() { return 1; } }, { resources: { custom: 5 } });
+    import { remote, get, put } from "tray";
+    const Big = remote(class Big { constructor(_data: Uint8Array) {} hi() { return 1; } }, { resources: { custom: 5 } });
     export default async function main() {
-      const a = Big.remote();
+      const a = Big.remote(put(new Uint8Array(500_000)));
       try { await get(a.hi.remote()); console.log(JSON.stringify({ ran: true })); }
       catch (e: any) { console.log(JSON.stringify({ name: e.name, message: e.message })); }
     }`);
   const o = okJson(r);
   assert.equal(o.name, "ActorDiedError");
   assert.match(o.message, /custom: 5/);
+  // its constructor argument was released with it (it stayed in the store forever)
+  const store = JSON.parse((await c.cli(["status", "--json"])).stdout).nodes[0].store;
+  assert.equal(store.used, 0, JSON.stringify(store));
 });
 
 test("clusterResources and availableResources report the node's totals and what is in use", async () => {
