@@ -97,8 +97,27 @@ export function isGeneratorFunction(f: Function): boolean {
   return n === "AsyncGeneratorFunction" || n === "GeneratorFunction";
 }
 
+/**
+ * Where remote() was called, as file:line of the user's code (source-mapped in workers and
+ * drivers): the name of an anonymous function in messages, e.g. `remote((x) => x * x)`.
+ */
+function callSite(): string | undefined {
+  const self = typeof process !== "undefined" ? process.argv[1] : undefined;
+  const lines = (new Error().stack ?? "").split("\n").slice(1);
+  for (const l of lines) {
+    if ((self && l.includes(self)) || /node:|\/runtime\/remote\.|runtime\.js/.test(l)) continue;
+    const m = /([^/\\( ]+:\d+):\d+\)?\s*$/.exec(l);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
 function register(f: Function): FnRef {
-  const n = f.name || "anonymous";
+  let n = f.name;
+  if (!n) {
+    const site = callSite();
+    n = site ? `anonymous function at ${site}` : "anonymous";
+  }
   if (loading !== undefined) {
     const i = loadingIndex++;
     byBundle.get(loading)!.push(f);

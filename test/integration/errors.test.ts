@@ -107,3 +107,19 @@ test("ObjectLostError: a ref to an object that does not exist, one whose data is
   assert.match(o.gone.message, /was lost: its data .* is gone/);
   assert.equal(o.task.name, "ObjectLostError", JSON.stringify(o.task));
 });
+
+test("an anonymous function is named by where remote() was called in the job file", async () => {
+  const r = await c.submit(`
+    import { remote, get } from "tray";
+    const sq = remote((x: number) => { if (x > 2) throw new Error("too big"); return x * x; });
+    const quit = remote(() => process.exit(4), { maxRetries: 0 });
+    export default async function main() {
+      const out: string[] = [];
+      try { await get(sq.remote(3)); } catch (e: any) { out.push(e.stack.split("\\n")[0]); }
+      try { await get(quit.remote()); } catch (e: any) { out.push(e.message); }
+      console.log(JSON.stringify(out));
+    }`);
+  const [stack, crash] = okJson(r);
+  assert.match(stack, /^TaskError: anonymous function at job-[a-z0-9]+\.ts:3 failed: Error: too big$/);
+  assert.match(crash, /^the worker running anonymous function at job-[a-z0-9]+\.ts:4 \(pid \d+\) exited with code 4/);
+});
