@@ -289,6 +289,27 @@ export class AwsEmulator extends EmulatorBase {
     return { return: "true" };
   }
 
+  opRevokeSecurityGroupIngress(p: Record<string, any>) {
+    const g = this.sg(String(p.GroupId));
+    for (const perm of list(p.IpPermissions)) {
+      const cidrs = list(perm.IpRanges).map((r: any) => String(r.CidrIp));
+      const groups = list(perm.Groups).map((r: any) => String(r.GroupId));
+      const from = perm.FromPort !== undefined ? Number(perm.FromPort) : undefined;
+      const to = perm.ToPort !== undefined ? Number(perm.ToPort) : undefined;
+      let found = false;
+      for (const r of g.ingress) {
+        if (r.ipProtocol !== String(perm.IpProtocol) || r.fromPort !== from || r.toPort !== to) continue;
+        const before = r.cidrs.length + r.groups.length;
+        r.cidrs = r.cidrs.filter((c: string) => !cidrs.includes(c));
+        r.groups = r.groups.filter((x: string) => !groups.includes(x));
+        if (r.cidrs.length + r.groups.length < before) found = true;
+      }
+      g.ingress = g.ingress.filter((r) => r.cidrs.length + r.groups.length > 0);
+      if (!found) throw new Ec2Error("InvalidPermission.NotFound", "The specified rule does not exist in this security group.");
+    }
+    return { return: "true" };
+  }
+
   opDescribeSecurityGroups(p: Record<string, any>) {
     const ids = list<string>(p.GroupId);
     const groups = [...this.securityGroups.values()].filter(

@@ -57,6 +57,32 @@ function nodeResourceTags(cloud: string, emu: EmulatorBase, cluster: string): { 
   return out;
 }
 
+/** What the emulator was asked to create for each node: size and spot. */
+function nodeSpecs(cloud: string, emu: EmulatorBase, cluster: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (cloud === "aws") {
+    for (const i of (emu as AwsEmulator).instances.values()) if (i.tags[TAG_CLUSTER] === cluster && i.state !== "terminated") out[i.tags[TAG_NODE_NAME]!] = `${i.type}${i.spot ? " spot" : ""}`;
+  } else if (cloud === "gcp") {
+    for (const i of (emu as GcpEmulator).instances.values()) {
+      if (i.labels[TAG_CLUSTER] !== cluster) continue;
+      const spot = (i.scheduling as any).provisioningModel === "SPOT" || (i.scheduling as any).preemptible === true;
+      out[i.labels[TAG_NODE_NAME]!] = `${i.machineType}${spot ? " spot" : ""}`;
+    }
+  } else {
+    for (const r of (emu as AzureEmulator).resources.values()) {
+      if (r.type !== "Microsoft.Compute/virtualMachines" || r.tags[TAG_CLUSTER] !== cluster) continue;
+      out[r.tags[TAG_NODE_NAME]!] = `${r.properties.hardwareProfile?.vmSize}${r.properties.priority === "Spot" ? " spot" : ""}`;
+    }
+  }
+  return out;
+}
+
+const EXPECTED_SPECS: Record<string, [string, string]> = {
+  aws: ["m5.large", "m5.xlarge spot"],
+  gcp: ["n2-standard-2", "n2-standard-4 spot"],
+  azure: ["Standard_D2s_v5", "Standard_D4s_v5 spot"],
+};
+
 /** The emulator's network rules of the cluster, normalised: [protocol, ports, source]. */
 function ingressRules(cloud: string, emu: EmulatorBase, cluster: string): string[] {
   if (cloud === "aws") {
@@ -100,8 +126,8 @@ const EXPECTED_RULES: Record<string, string[]> = {
   azure: ["-1 * from cluster", `tcp 22 from ${CALLER_CIDR}`],
 };
 
-async function makeProvider(h: CloudHarness<any>, emu: EmulatorBase, cluster: string): Promise<Provider> {
-  const config = { cluster_name: cluster, provider: h.provider(emu, cluster), auth: { ssh_user: h.user, ssh_private_key: keyFile } };
+async function makeProvider(h: CloudHarness<any>, emu: EmulatorBase, cluster: string, extra: Record<string, unknown> = {}): Promise<Provider> {
+  const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), ...extra }, auth: { ssh_user: h.user, ssh_private_key: keyFile } };
   const deps = h.deps(emu);
   if (!deps) return loadProvider(config);
   const mod = await import(`../../src/providers/${h.cloud}/index.js`);
@@ -139,6 +165,13 @@ for (const h of harnesses) {
       await p.bootstrap(); // idempotent
       assert.deepEqual(ingressRules(h.cloud, emu, cluster), EXPECTED_RULES[h.cloud], "SSH from the caller only, everything within the cluster, nothing else");
 
+      // the user now runs tray from elsewhere: SSH follows, the old address loses access
+      const moved = await makeProvider(h, emu, cluster, { ssh_allowed_cidr: "192.0.2.0/24" });
+      await moved.bootstrap();
+      assert.deepEqual(ingressRules(h.cloud, emu, cluster), EXPECTED_RULES[h.cloud]!.map((r) => r.replace(CALLER_CIDR, "192.0.2.0/24")).sort());
+      await p.bootstrap();
+      assert.deepEqual(ingressRules(h.cloud, emu, cluster), EXPECTED_RULES[h.cloud]);
+
       emu.faults.throttle = 3;
       emu.faults.noCapacityZones = [h.zones(emu)[0]!];
       const created = await p.runInstances(requests(h, cluster));
@@ -169,6 +202,9 @@ for (const h of harnesses) {
         assert.ok(s.ok, `ssh ${r.ssh!.user}@${r.ssh!.host}: ${s.out}`);
         assert.equal(s.out.split("\n")[0], h.user);
       }
+      // instance type / machine type / VM size and spot from node_config
+      const [headSpec, workerSpec] = EXPECTED_SPECS[h.cloud]!;
+      assert.deepEqual(nodeSpecs(h.cloud, emu, cluster), { [`${cluster}-head`]: headSpec, [`${cluster}-worker-1`]: workerSpec, [`${cluster}-worker-2`]: workerSpec });
       // every per-node resource carries all four tags
       const tagged = nodeResourceTags(h.cloud, emu, cluster);
       assert.ok(tagged.length >= 6, `instances and their disks are tagged (${tagged.map((t) => t.what).join(", ")})`);

@@ -296,6 +296,15 @@ export class AwsProvider implements Provider {
     const perms: any[] = sg.IpPermissions ?? [];
     const hasSsh = perms.some((p) => p.IpProtocol === "tcp" && p.FromPort === 22 && p.ToPort === 22 && (p.IpRanges ?? []).some((r: any) => r.CidrIp === cidr));
     const hasSelf = perms.some((p) => p.IpProtocol === "-1" && (p.UserIdGroupPairs ?? []).some((g: any) => g.GroupId === this.sgId));
+    // SSH only from the caller: a rule for an address the user no longer runs from is revoked
+    const stale = perms
+      .filter((p) => p.IpProtocol === "tcp" && p.FromPort === 22 && p.ToPort === 22)
+      .flatMap((p) => (p.IpRanges ?? []).filter((r: any) => r.CidrIp !== cidr).map((r: any) => r.CidrIp as string));
+    if (stale.length) {
+      await this.send("RevokeSecurityGroupIngress", (s) =>
+        new s.RevokeSecurityGroupIngressCommand({ GroupId: this.sgId, IpPermissions: [{ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: stale.map((CidrIp) => ({ CidrIp })) }] }),
+      );
+    }
     const want: any[] = [];
     if (!hasSsh) want.push({ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: cidr, Description: "SSH from the tray CLI" }] });
     if (!hasSelf) want.push({ IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: this.sgId, Description: "all traffic within the cluster" }] });
