@@ -650,7 +650,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
     if (headHost.report.status !== "failed" && alive.length) {
       for (const h of alive) if (h.report.ran.includes("start")) progress.update(h.node.name, "joining");
       try {
-        await waitJoined(headHost.conn!, state.head.apiHost, headPort, token, alive, opts, progress);
+        await waitJoined(name, headHost.conn!, state.head.apiHost, headPort, token, alive, opts, progress);
       } catch (e) {
         for (const h of alive) if (h.report.status !== "joined" && h.report.status !== "unchanged") fail(h, e);
       }
@@ -783,7 +783,7 @@ export async function uploadPath(conn: SshConnection, local: string, remote: str
   return files.length;
 }
 
-async function waitJoined(headConn: SshConnection, apiHost: string, port: number, token: string, hosts: HostCtx[], opts: UpRemoteOptions, progress: Progress): Promise<void> {
+async function waitJoined(cluster: string, headConn: SshConnection, apiHost: string, port: number, token: string, hosts: HostCtx[], opts: UpRemoteOptions, progress: Progress): Promise<void> {
   const connector = opts.headConnector ?? defaultHeadConnector;
   const tunnel = tunnelOver(headConn, apiHost, port);
   const deadline = Date.now() + (opts.joinTimeoutMs ?? 60_000);
@@ -812,7 +812,7 @@ async function waitJoined(headConn: SshConnection, apiHost: string, port: number
       if (Date.now() > deadline) {
         const names = [...pending].join(", ");
         throw new UserError(
-          `The agents of ${names} started but did not join the head within ${Math.round((opts.joinTimeoutMs ?? 60_000) / 1000)} s${lastErr ? ` (${(lastErr as Error).message ?? lastErr})` : ""}; see ~/${REMOTE_ROOT}/nodes/<cluster>/agent.log on those hosts.`,
+          `The agents of ${names} started but did not join the head within ${Math.round((opts.joinTimeoutMs ?? 60_000) / 1000)} s${lastErr ? ` (${(lastErr as Error).message ?? lastErr})` : ""}; see ~/${REMOTE_ROOT}/nodes/${cluster}/agent.log on ${pending.size === 1 ? "that host" : "those hosts"}.`,
         );
       }
       await new Promise((r) => setTimeout(r, 150));

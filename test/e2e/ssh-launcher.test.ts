@@ -300,6 +300,19 @@ describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
     await down(f6);
   });
 
+  test("a worker that cannot reach the head (firewall): named once the join wait ends", async () => {
+    assert.equal(th.inHost(2, `ip route add blackhole ${H1}/32`).code, 0);
+    try {
+      const f7 = writeConfig("c7", { user: "root", head: H1, workers: [H2] });
+      await assert.rejects(up(f7, { joinTimeoutMs: 3000 }), /^UserError: 1 of 2 hosts did not come up \(10\.77\.1\.12\); up: 10\.77\.1\.11\. The agents of c7-worker-1 started but did not join the head within 3 s; see ~\/\.tray\/nodes\/c7\/agent\.log on that host\./);
+    } finally {
+      th.inHost(2, `ip route del blackhole ${H1}/32`);
+    }
+    const r = await up(writeConfig("c7", { user: "root", head: H1, workers: [H2] }));
+    assert.deepEqual(r.hosts.map((h) => h.status), ["unchanged", "unchanged"], "the worker's agent kept trying and joined once the route was back");
+    await down(writeConfig("c7", { user: "root", head: H1, workers: [H2] }));
+  });
+
   test("a host without enough disk: a clear sentence before uploading", async () => {
     assert.equal(th.inHost(3, "mkdir -p /root/.tray && mount -t tmpfs -o size=256k tmpfs /root/.tray").code, 0);
     try {
