@@ -19,7 +19,7 @@ export interface CloudHarness<E extends EmulatorBase = EmulatorBase> {
   /** Environment for the SDK (and for a `tray` child process). */
   env(emu: E): Record<string, string>;
   /** The `provider:` section of a cluster YAML. */
-  provider(emu: E, cluster: string): Record<string, unknown>;
+  provider(emu: E, cluster: string): { type: string; [key: string]: unknown };
   /** node_config of a head and a worker type. */
   nodeConfig(): { head: Record<string, unknown>; worker: Record<string, unknown> };
   user: string;

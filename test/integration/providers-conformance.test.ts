@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { isUserError } from "../../src/errors.js";
-import { loadProvider, type ProviderClusterConfig } from "../../src/providers/index.js";
+import { loadProvider } from "../../src/providers/index.js";
 import { TAG_CLUSTER, TAG_NODE_KIND, TAG_NODE_NAME, TAG_NODE_TYPE, type Provider, type RunRequest } from "../../src/providers/interface.js";
 import { emulatorUnavailable, harnesses, withEnv, CALLER_CIDR, type CloudHarness, type EmulatorBase } from "../emulator/index.js";
 import type { AwsEmulator } from "../emulator/aws.js";
@@ -127,7 +127,7 @@ const EXPECTED_RULES: Record<string, string[]> = {
 };
 
 async function makeProvider(h: CloudHarness<any>, emu: EmulatorBase, cluster: string, extra: Record<string, unknown> = {}): Promise<Provider> {
-  const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), ...extra } as ProviderClusterConfig["provider"], auth: { ssh_user: h.user, ssh_private_key: keyFile } };
+  const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), ...extra }, auth: { ssh_user: h.user, ssh_private_key: keyFile } };
   const deps = h.deps(emu);
   if (!deps) return loadProvider(config);
   const mod = await import(`../../src/providers/${h.cloud}/index.js`);
@@ -264,7 +264,7 @@ for (const h of harnesses) {
 
     it("use_internal_ips: SSH goes to the private address; stop where supported", async () => {
       const cluster = `int-${h.cloud}`;
-      const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), use_internal_ips: true } as ProviderClusterConfig["provider"], auth: { ssh_user: h.user, ssh_private_key: keyFile } };
+      const config = { cluster_name: cluster, provider: { ...h.provider(emu, cluster), use_internal_ips: true }, auth: { ssh_user: h.user, ssh_private_key: keyFile } };
       const deps = h.deps(emu);
       const p: Provider = deps ? (await import(`../../src/providers/${h.cloud}/index.js`)).createProvider(config, deps) : await loadProvider(config);
       const [rec] = await p.runInstances([requests(h, cluster, 1)[0]!]);
