@@ -380,6 +380,13 @@ export class AwsEmulator extends EmulatorBase {
     if (p.KeyName && !key) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${p.KeyName}' does not exist`);
     const sgIds = list<string>(p.SecurityGroupId);
     for (const id of sgIds) this.sg(id);
+    const cf = this.takeCreateFault();
+    if (cf === "deny") {
+      throw new Ec2Error("UnauthorizedOperation", "You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/tray is not authorized to perform: ec2:RunInstances", 403);
+    }
+    if (cf === "quota") {
+      throw new Ec2Error("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 32 allows for the instance bucket that the specified instance type belongs to.");
+    }
     if (this.zoneHasNoCapacity(subnet.zone)) {
       throw new Ec2Error(
         "InsufficientInstanceCapacity",

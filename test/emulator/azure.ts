@@ -268,6 +268,13 @@ esac
         return send(200, this.json(cur), { "azure-asyncoperation": this.opUrl(op.id), "retry-after": "0" });
       }
     }
+    const cf = this.takeCreateFault();
+    if (cf === "deny") {
+      throw new ArmError(403, "AuthorizationFailed", `The client 'tray' with object id '00000000-0000-0000-0000-000000000000' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/write' over scope '${r.id}' or the scope is invalid.`);
+    }
+    if (cf === "quota") {
+      throw new ArmError(409, "OperationNotAllowed", `Operation could not be completed as it results in exceeding approved Total Regional Cores quota. Location: ${r.location}, Current Limit: 10, Current Usage: 8, Additional Required: 4.`);
+    }
     const nicRefs: any[] = props.networkProfile?.networkInterfaces ?? [];
     if (!nicRefs.length) throw new ArmError(400, "InvalidParameter", "Required parameter 'networkProfile' is missing (null).");
     const nic = this.ref(nicRefs[0].id, `virtual machine ${r.name}`);

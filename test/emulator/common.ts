@@ -17,6 +17,10 @@ export interface Faults {
   unreachable?: number;
   /** The next N API requests answer with a 5xx internal error. */
   internalErrors?: number;
+  /** The next N instance creates answer with the cloud's "permission denied" error. */
+  denyCreates?: number;
+  /** The next N instance creates answer with the cloud's "quota exceeded" error. */
+  quotaCreates?: number;
 }
 
 export interface FaultStats {
@@ -126,6 +130,19 @@ export abstract class EmulatorBase {
     const hit = (this.faults.noCapacityZones ?? []).includes(zone);
     if (hit) this.stats.capacityErrors++;
     return hit;
+  }
+
+  /** For an instance create: "deny" | "quota" | undefined (consumes one injected fault). */
+  protected takeCreateFault(): "deny" | "quota" | undefined {
+    if (this.faults.denyCreates && this.faults.denyCreates > 0) {
+      this.faults.denyCreates--;
+      return "deny";
+    }
+    if (this.faults.quotaCreates && this.faults.quotaCreates > 0) {
+      this.faults.quotaCreates--;
+      return "quota";
+    }
+    return undefined;
   }
 
   protected takeUnreachable(): boolean {

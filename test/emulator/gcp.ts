@@ -322,8 +322,14 @@ export class GcpEmulator extends EmulatorBase {
         throw new GceError(400, "invalid", `Invalid value for field 'resource.labels': '${k}=${v}'. Label keys and values may only contain lowercase letters, numbers, underscores and dashes.`);
       }
     }
+    const cf = this.takeCreateFault();
+    if (cf === "deny") throw new GceError(403, "forbidden", `Required 'compute.instances.create' permission for 'projects/${this.project}/zones/${zone}/instances/${name}'`, "PERMISSION_DENIED");
     const target = this.link(`zones/${zone}/instances/${name}`);
     const op = this.newOp("insert", target, zone);
+    if (cf === "quota") {
+      op.finish({ code: "QUOTA_EXCEEDED", message: `Quota 'CPUS' exceeded.  Limit: 24.0 in region ${zone.replace(/-[a-z]$/, "")}.` });
+      return op;
+    }
     if (this.zoneHasNoCapacity(zone)) {
       op.finish({
         code: "ZONE_RESOURCE_POOL_EXHAUSTED",

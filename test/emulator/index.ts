@@ -29,8 +29,10 @@ export interface CloudHarness<E extends EmulatorBase = EmulatorBase> {
   deps(emu: E): Record<string, unknown> | undefined;
   /** Environment in which the cloud's standard credential chain finds nothing (and fails fast). */
   noCredentials(emu: E): Record<string, string | undefined>;
-  /** The cloud's own error code for "no capacity in this zone". */
+  /** The cloud's own error codes for "no capacity in this zone", "permission denied", "quota exceeded". */
   capacityCode: string;
+  permissionCode: string;
+  quotaCode: string;
 }
 
 /** The address the emulated hosts see the CLI at (the bridge): the CIDR SSH is opened to. */
@@ -58,6 +60,8 @@ export const aws: CloudHarness<AwsEmulator> = {
     AWS_WEB_IDENTITY_TOKEN_FILE: undefined,
   }),
   capacityCode: "InsufficientInstanceCapacity",
+  permissionCode: "UnauthorizedOperation",
+  quotaCode: "VcpuLimitExceeded",
 };
 
 export const gcp: CloudHarness<GcpEmulator> = {
@@ -83,6 +87,8 @@ export const gcp: CloudHarness<GcpEmulator> = {
     METADATA_SERVER_DETECTION: "none", // not on GCE: skip the metadata-server probe
   }),
   capacityCode: "ZONE_RESOURCE_POOL_EXHAUSTED",
+  permissionCode: "forbidden",
+  quotaCode: "QUOTA_EXCEEDED",
 };
 
 export const azure: CloudHarness<AzureEmulator> = {
@@ -102,6 +108,8 @@ export const azure: CloudHarness<AzureEmulator> = {
     AZURE_TOKEN_CREDENTIALS: "dev", // developer credentials only: no managed-identity probe off Azure
   }),
   capacityCode: "ZonalAllocationFailed",
+  permissionCode: "AuthorizationFailed",
+  quotaCode: "OperationNotAllowed",
 };
 
 export const harnesses: CloudHarness<any>[] = [aws, gcp, azure];

@@ -248,6 +248,36 @@ for (const h of harnesses) {
       assert.deepEqual(Object.values(inv).flat(), [], JSON.stringify(inv));
     });
 
+    it("permission and quota errors: one sentence with the cloud's code, not retried", async () => {
+      const cluster = `err-${h.cloud}`;
+      const p = await makeProvider(h, emu, cluster);
+      await p.bootstrap();
+      for (const [fault, code, what] of [
+        ["denyCreates", h.permissionCode, /lack permission/],
+        ["quotaCreates", h.quotaCode, /quota/],
+      ] as const) {
+        emu.faults[fault] = 1;
+        const creates = emu.log.length;
+        await assert.rejects(
+          () => p.runInstances([requests(h, cluster, 1)[1]!]),
+          (e: any) => {
+            assert.ok(isUserError(e), `a UserError, got ${e?.stack}`);
+            assert.match(e.message, new RegExp(`\\(${code}: `));
+            assert.match(e.message, what);
+            assert.doesNotMatch(e.message, /\n/);
+            return true;
+          },
+        );
+        assert.equal(emu.faults[fault], 0);
+        assert.ok(emu.log.length - creates < 12, "not retried");
+      }
+      const left = await p.queryInstances({ clusterName: cluster });
+      await p.terminateInstances(left.map((r) => r.id));
+      await p.cleanup();
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), [], JSON.stringify(emu.inventory(cluster)));
+    });
+
     it("an instance that never becomes reachable is still reported running (SSH is the launcher's business)", async () => {
       const cluster = `unr-${h.cloud}`;
       const p = await makeProvider(h, emu, cluster);
