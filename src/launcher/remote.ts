@@ -22,7 +22,7 @@ import { shq, type ExecOptions, type ExecResult, type SshConnection } from "../s
 import { connectNode, saveSshAuth } from "../ssh/cluster.js";
 import { hostKeyId } from "../ssh/hostkeys.js";
 import type { Progress } from "./progress.js";
-import { ensureToken, readState, statePath, withClusterLock, writeState, type ClusterState, type NodeState } from "./state.js";
+import { clusterDir, ensureToken, readState, statePath, withClusterLock, writeState, type ClusterState, type NodeState } from "./state.js";
 
 /**
  * Port of the head's API on its private address: 0 = the agent picks a free one (several
@@ -493,6 +493,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       return a.map(shq).join(" ");
     };
 
+    const logFile = (n: NodeState) => path.join(clusterDir(name), "logs", `${n.name}.log`);
     const fail = (h: HostCtx, e: unknown) => {
       const msg = isUserError(e) ? e.message : `${(e as Error)?.stack ?? e}`;
       h.report.status = "failed";
@@ -528,7 +529,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       };
 
       if (h.run.includes("init") && config.initialization_commands.length) {
-        await runCommands(h, config.initialization_commands, "initialization", progress);
+        await runCommands(h, config.initialization_commands, "initialization", progress, logFile(n));
       }
       if (h.run.includes("init")) mark("init");
       if (h.run.includes("mounts")) {
@@ -542,7 +543,7 @@ export async function upRemote(config: ClusterConfig, provider: Provider, opts: 
       for (let i = 0; i < setup.length; i++) {
         const k = `setup:${i}`;
         if (!h.run.includes(k)) continue;
-        await runCommands(h, [setup[i]!], `setup ${i + 1}/${setup.length}`, progress);
+        await runCommands(h, [setup[i]!], `setup ${i + 1}/${setup.length}`, progress, logFile(n));
         mark(k);
       }
       if (h.run.includes("agent")) {
@@ -720,24 +721,38 @@ function indent(s: string): string {
   return s.split("\n").map((l) => "    " + l).join("\n");
 }
 
-async function runCommands(h: HostCtx, cmds: string[], label: string, progress: Progress): Promise<void> {
+/**
+ * Run user commands one by one, showing the last line of output as progress. Everything they
+ * print goes (in order, stdout and stderr together) to the host's log on this machine,
+ * $TRAY_HOME/clusters/<name>/logs/<node>.log; a failure shows the end of it.
+ */
+async function runCommands(h: HostCtx, cmds: string[], label: string, progress: Progress, logFile: string): Promise<void> {
+  fs.mkdirSync(path.dirname(logFile), { recursive: true, mode: 0o700 });
+  const log = (text: string) => { try { fs.appendFileSync(logFile, text); } catch { /* logging never fails a step */ } };
   for (const cmd of cmds) {
     progress.update(h.node.name, label, `$ ${cmd.length > 60 ? cmd.slice(0, 57) + "..." : cmd}`);
+    log(`\n[${new Date().toISOString()}] ${label}: $ ${cmd}\n`);
     let lastLine = "";
+    let tail = "";
     const r = await execScript(h.conn!, userScript(cmd), {
       label: cmd,
+      maxOutput: 1,
       onData: (b) => {
-        const l = b.toString("utf8").trim().split("\n").pop()?.trim();
+        const text = b.toString("utf8");
+        log(text);
+        tail = (tail + text).slice(-64 * 1024);
+        const l = text.trim().split("\n").pop()?.trim();
         if (l && l !== lastLine) {
           lastLine = l;
           progress.update(h.node.name, label, l.length > 70 ? l.slice(0, 67) + "..." : l);
         }
       },
     });
+    log(`[exit ${r.signal ? `signal ${r.signal}` : r.code}]\n`);
     if (r.code !== 0) {
-      const output = (r.stdout + (r.stderr ? (r.stdout ? "\n" : "") + r.stderr : "")).trim().split("\n").slice(-20).join("\n");
+      const output = tail.trim().split("\n").slice(-20).join("\n");
       throw new UserError(
-        `${h.node.ssh?.host ?? h.node.name}: ${label} command \`${cmd}\` failed with ${r.signal ? `signal ${r.signal}` : `exit code ${r.code}`}; its output:\n${indent(output || "(no output)")}`,
+        `${h.node.ssh?.host ?? h.node.name}: ${label} command \`${cmd}\` failed with ${r.signal ? `signal ${r.signal}` : `exit code ${r.code}`}; its output (all of it in ${logFile}):\n${indent(output || "(no output)")}`,
       );
     }
   }

@@ -174,6 +174,12 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
     assert.equal(fs.readFileSync(path.join(back, "a.txt"), "utf8"), "A");
     assert.equal(fs.statSync(path.join(back, "sub/run.sh")).mode & 0o777, 0o755);
     await trayRemote(["exec", "rm -rf ~/synced"]);
+    // a single file to every node, into an existing directory (keeps its name)
+    r = await trayRemote(["rsync-up", "--all-nodes", path.join(src, "a.txt"), "~"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await trayRemote(["exec", "--all-nodes", "cat ~/a.txt && rm ~/a.txt"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((r.stdout.match(/\| A$/gm) ?? []).length, n);
 
     // attach: a shell on the head with a terminal; its exit code comes back
     r = await trayRemote(["attach"], {}, "tty >/dev/null && echo has-a-tty $(hostname); exit 5\n");

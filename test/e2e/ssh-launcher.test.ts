@@ -243,7 +243,8 @@ describe("ssh launcher on 3 hosts (stand-in agent)", { skip }, () => {
     file = writeConfig("c1", { head: H1, workers: [H2, H3], setup: ["echo two > ~/setup1"], workerSetup: ["echo w2 > ~/wsetup", "if [ $(hostname) = tray-k3 ]; then echo 'E: package nope not found' >&2; exit 100; fi; echo fine"] });
     await assert.rejects(up(file), (e: Error) => {
       assert.equal(e.name, "UserError");
-      assert.match(e.message, /^1 of 3 hosts did not come up \(10\.77\.1\.13\); up: 10\.77\.1\.11, 10\.77\.1\.12\. 10\.77\.1\.13: setup 3\/3 command `if .*` failed with exit code 100; its output:\n {4}E: package nope not found/);
+      assert.match(e.message, /^1 of 3 hosts did not come up \(10\.77\.1\.13\); up: 10\.77\.1\.11, 10\.77\.1\.12\. 10\.77\.1\.13: setup 3\/3 command `if .*` failed with exit code 100; its output \(all of it in .*\/clusters\/c1\/logs\/c1-worker-2\.log\):\n {4}E: package nope not found/);
+      assert.match(fs.readFileSync(path.join(process.env.TRAY_HOME!, "clusters/c1/logs/c1-worker-2.log"), "utf8"), /setup 3\/3: \$ if .*\nE: package nope not found\n\[exit 100\]/);
       return true;
     });
     assert.equal(readState("c1")!.status, "failed");
