@@ -51,8 +51,8 @@ interface Cli {
   ms: number;
 }
 
-function missingPrereq(): string | undefined {
-  const u = emulatorUnavailable();
+function missingPrereq(cloud: CloudHarness<any>["cloud"]): string | undefined {
+  const u = emulatorUnavailable(cloud);
   if (u) return u;
   if (!fs.existsSync(path.join(ROOT, "src/launcher/remote.ts"))) return "needs the SSH launcher (src/launcher/remote.ts)";
   return undefined;
@@ -79,7 +79,7 @@ function creates(cloud: string, emu: EmulatorBase): number {
 }
 
 for (const h of harnesses as CloudHarness<any>[]) {
-  const skip = missingPrereq() ?? (ONLY && !ONLY.includes(h.cloud) ? `TRAY_E2E_CLOUDS=${ONLY.join(",")}` : undefined);
+  const skip = missingPrereq(h.cloud) ?? (ONLY && !ONLY.includes(h.cloud) ? `TRAY_E2E_CLOUDS=${ONLY.join(",")}` : undefined);
   describe(`tray on ${h.cloud} (emulated control plane, real hosts, real CLI)`, { skip, concurrency: false }, () => {
     let emu: EmulatorBase;
     let tmp = "";

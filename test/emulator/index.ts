@@ -114,12 +114,18 @@ export const azure: CloudHarness<AzureEmulator> = {
 
 export const harnesses: CloudHarness<any>[] = [aws, gcp, azure];
 
-/** Why the emulator cannot run here (not root, no ip netns, no sshd), or undefined when it can. */
-export function emulatorUnavailable(): string | undefined {
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? "/usr/bin:/bin").split(":").some((d) => d && fs.existsSync(`${d}/${bin}`)) || fs.existsSync(`/usr/sbin/${bin}`) || fs.existsSync(`/sbin/${bin}`);
+}
+
+/** Why the emulator cannot run here (not root, no ip netns, no sshd...), or undefined when it can. */
+export function emulatorUnavailable(cloud?: CloudName): string | undefined {
   if (process.getuid?.() !== 0) return "needs root (network namespaces)";
   if (!fs.existsSync("/usr/sbin/sshd")) return "needs openssh-server (/usr/sbin/sshd)";
-  for (const bin of ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]) if (fs.existsSync(bin)) return undefined;
-  return "needs iproute2";
+  if (!onPath("ip")) return "needs iproute2";
+  for (const bin of ["ssh", "ssh-keygen", "flock", "useradd"]) if (!onPath(bin)) return `needs ${bin}`;
+  if (cloud === "azure" && !onPath("openssl")) return "needs openssl (the Azure emulator serves https with a test CA)";
+  return undefined;
 }
 
 /** Set environment variables, returning a function that restores the previous values. */

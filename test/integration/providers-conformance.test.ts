@@ -143,7 +143,7 @@ function requests(h: CloudHarness<any>, cluster: string, workers = 2): RunReques
 }
 
 for (const h of harnesses) {
-  describe(`provider conformance: ${h.cloud}`, { skip, concurrency: false }, () => {
+  describe(`provider conformance: ${h.cloud}`, { skip: skip ?? emulatorUnavailable(h.cloud), concurrency: false }, () => {
     let emu: EmulatorBase;
     let restoreEnv: () => void = () => {};
     before(async () => {
