@@ -310,8 +310,9 @@ function stopScript(stateDir: string, cluster: string): string {
     // anything left in the agent's process group (workers) goes too
     `[ -n "$P" ] && kill -KILL -- -"$P" 2>/dev/null`,
     // what a killed agent could not remove: its sockets and its object store in /dev/shm
-    // (named after the agent's pid and instance id: tray-<pid>-<id>.sock, tray-<cluster>-<id>)
-    `if [ -n "$P" ]; then for f in ${T}/tray-"$P"-*.sock; do [ -e "$f" ] || continue; id=\${f##*/tray-"$P"-}; id=\${id%.sock}; rm -rf /dev/shm/tray-${shq(cluster)}-"$id" ${T}/tray-${shq(cluster)}-"$id"; rm -f "$f"; done; rm -f ${T}/tray-a-"$P"-*.sock; fi`,
+    // (named after the agent's pid and instance id: tray-<pid>-<id>.sock, tray-<cluster>-<id>;
+    // its workers' and actors' sockets: tray-<letter>-<pid>-<id>.sock)
+    `if [ -n "$P" ]; then for f in ${T}/tray-"$P"-*.sock; do [ -e "$f" ] || continue; id=\${f##*/tray-"$P"-}; id=\${id%.sock}; rm -rf /dev/shm/tray-${shq(cluster)}-"$id" ${T}/tray-${shq(cluster)}-"$id"; rm -f "$f"; done; rm -f ${T}/tray-*-"$P"-*.sock; fi`,
     `true`,
   ].join("\n");
 }
