@@ -23,7 +23,9 @@ import type { AzureEmulator } from "../emulator/azure.js";
 const skip = emulatorUnavailable();
 const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), "tray-conf-key-"));
 const keyFile = path.join(keyDir, "id_ed25519");
-execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tray-conformance", "-f", keyFile]);
+before(() => {
+  if (!skip) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tray-conformance", "-f", keyFile]);
+});
 after(() => fs.rmSync(keyDir, { recursive: true, force: true }));
 
 function sshWhoami(host: string, user: string): { ok: boolean; out: string } {
