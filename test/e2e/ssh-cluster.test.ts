@@ -18,9 +18,30 @@ const [H1, H2, H3] = ["10.77.2.11", "10.77.2.12", "10.77.2.13"];
 let hosts: TestHost[] = [];
 let tmp = "";
 
+/**
+ * A private copy of dist/ for this test process (as test/e2e/cloud.test.ts does): dist/ is
+ * rebuilt whenever someone builds after a source change, which would change the agent under
+ * a running test and delete the CLI's chunks. Under node_modules/ so packages still resolve.
+ */
+let DIST = "";
+function privateDist(): string {
+  for (let attempt = 1; ; attempt++) {
+    execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
+    const dir = path.join(ROOT, "node_modules", ".cache", `tray-e2e-ssh-${process.pid}`, "dist");
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.cpSync(path.join(ROOT, "dist"), dir, { recursive: true });
+    try {
+      execFileSync(process.execPath, [path.join(dir, "cli.js"), "--help"], { stdio: "ignore" });
+      return dir;
+    } catch (e) {
+      if (attempt >= 3) throw e; // copied in the middle of someone's build: build and copy again
+    }
+  }
+}
+
 function agentSupportsNodes(): boolean {
   try {
-    return !fs.readFileSync(path.join(ROOT, "dist/agent.js"), "utf8").includes("role node (joining a head) arrives with multi-node support");
+    return !fs.readFileSync(path.join(DIST, "agent.js"), "utf8").includes("role node (joining a head) arrives with multi-node support");
   } catch {
     return false;
   }
@@ -28,11 +49,11 @@ function agentSupportsNodes(): boolean {
 
 interface Cli { code: number; stdout: string; stderr: string; ms: number }
 
-/** The real CLI (dist/cli.js through bin/tray.js). */
+/** The real CLI (the private copy of dist/cli.js, with its agent bundle). */
 function tray(args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<Cli> {
   const t = Date.now();
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, "bin/tray.js"), ...args], { env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), ...env }, timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) =>
+    execFile(process.execPath, [path.join(DIST, "cli.js"), ...args], { env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), TRAY_DIST: DIST, ...env }, timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr, ms: Date.now() - t }),
     );
   });
@@ -51,9 +72,9 @@ function trayRemote(args: string[], env: Record<string, string> = {}, input?: st
     const p = new Command().name("tray").exitOverride();
     for (const f of ["attach", "exec", "rsync", "ips"]) (await import(${JSON.stringify(ROOT)} + "/src/cli/" + f + ".ts")).register(p);
     await p.parseAsync(process.argv.slice(1), { from: "user" });`;
-  const argv = remoteCommandsWired ? [path.join(ROOT, "bin/tray.js"), ...args] : ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args];
+  const argv = remoteCommandsWired ? [path.join(DIST, "cli.js"), ...args] : ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args];
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, argv, { cwd: ROOT, env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
+    const child = execFile(process.execPath, argv, { cwd: ROOT, env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), TRAY_DIST: DIST, ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as any).code ?? 1) : 0, stdout, stderr, ms: Date.now() - t }),
     );
     if (input !== undefined) child.stdin!.end(input);
@@ -98,14 +119,14 @@ function agentProcs(i: number): string[] {
 describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable() }, () => {
   let cfg = "";
   before(() => {
-    execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: "inherit" });
+    DIST = privateDist();
     hosts = th.up(3);
     // hosts keep their /tmp between runs: start from a clean one, so leftovers are this run's
     for (const i of [1, 2, 3]) th.cleanTmp(i);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tray-e2e-ssh-"));
     fs.writeFileSync(path.join(tmp, "job.ts"), JOB);
     delete process.env.SSH_AUTH_SOCK;
-    const help = execFileSync(process.execPath, [path.join(ROOT, "bin/tray.js"), "--help"], { encoding: "utf8" });
+    const help = execFileSync(process.execPath, [path.join(DIST, "cli.js"), "--help"], { encoding: "utf8" });
     remoteCommandsWired = /\bexec\b/.test(help) && /rsync-up/.test(help);
   });
   after(async () => {
@@ -113,6 +134,7 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
     if (cfg) await tray(["down", cfg]);
     th.down();
     fs.rmSync(tmp, { recursive: true, force: true });
+    if (DIST) fs.rmSync(path.dirname(DIST), { recursive: true, force: true });
   });
 
   test("up: 3 hosts from nothing, then again with nothing changed; status shows 3 nodes", async (t) => {
@@ -192,7 +214,7 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
 
   test("a host's network cut mid-job: the job still finishes on the others", async (t) => {
     if (!agentSupportsNodes()) return t.skip("needs worker nodes (agent --role node)");
-    const child = spawn(process.execPath, [path.join(ROOT, "bin/tray.js"), "submit", path.join(tmp, "job.ts"), "--", "40", "500"], { env: { ...process.env, TRAY_HOME: path.join(tmp, "home") } });
+    const child = spawn(process.execPath, [path.join(DIST, "cli.js"), "submit", path.join(tmp, "job.ts"), "--", "40", "500"], { env: { ...process.env, TRAY_HOME: path.join(tmp, "home"), TRAY_DIST: DIST } });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (out += d));
