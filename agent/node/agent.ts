@@ -275,8 +275,50 @@ export class NodeAgent {
     conn.send({ t: "ready", items });
   }
 
+  /**
+   * Lease an idle worker of this node to a submitter, which then sends it tasks of this shape
+   * directly (one hop each way instead of two through the agent). Only when this node has room
+   * now and nothing queued, i.e. when the agent would have run the task here at once anyway.
+   */
+  private grantLease(conn: Conn, res: Resources): { worker: string; sock: string } | null {
+    if (process.env.TRAY_DIRECT_TASKS === "0" || this.stopping) return null;
+    if (res.GPU) return null;
+    // Room for the lease after everything already queued here has had its share.
+    const left = { ...this.available };
+    for (const q of this.queues.values()) {
+      const head = q.peek();
+      if (head) for (const [k, v] of Object.entries(head.res)) left[k] = (left[k] ?? 0) - v * q.length;
+    }
+    if (!fits(left, res)) return null;
+    const job = this.jobOf(conn);
+    let w: WorkerProc | undefined;
+    for (const x of this.workers.values()) if (x.state === "idle" && x.envKey === "" && x.job === job && x.conn) w = x;
+    if (!w) {
+      w = this.idleWorker(job, "");
+      if (!w || !w.conn) return null;
+    }
+    subtract(this.available, res);
+    w.state = "direct";
+    w.job = job;
+    w.directOwner = conn;
+    w.lease = { cls: `direct:${conn.id}`, res, gpus: [], tasks: [] };
+    return { worker: w.id, sock: w.sock };
+  }
+
+  private endLease(w: WorkerProc): void {
+    const lease = w.lease!;
+    add(this.available, w.blocked ? nonCpuPart(lease.res) : lease.res);
+    w.lease = undefined;
+    w.blocked = false;
+    w.directOwner = undefined;
+    w.state = "idle";
+    w.idleSince = Date.now();
+    this.kick();
+  }
+
   private onClose(conn: Conn): void {
     this.conns.delete(conn);
+    for (const w of this.workers.values()) if (w.state === "direct" && w.directOwner === conn) this.endLease(w);
     for (const id of conn.held) this.objects.decr(id);
     conn.held.clear();
     // subscriptions of a dead connection are dropped lazily (notify on a closed writer is a no-op)
@@ -374,8 +416,22 @@ export class NodeAgent {
         this.killActor(m.actor, m.noRestart, "it was killed with kill()");
         return;
       case "cancel":
+        if (m.worker && m.force) {
+          // A task running on a worker leased to this connection: only the worker knows it.
+          const w = this.workers.get(m.worker);
+          if (w?.state === "direct" && w.directOwner === conn) w.proc.kill("SIGKILL");
+          return;
+        }
         this.cancel(m.id, m.force, m.recursive);
         return;
+      case "lease":
+        conn.send({ t: "rep", rid: m.rid, value: this.grantLease(conn, m.res) });
+        return;
+      case "leaseReturn": {
+        const w = this.workers.get(m.worker);
+        if (w?.state === "direct" && w.directOwner === conn) this.endLease(w);
+        return;
+      }
       case "getActor": {
         const key = `${m.namespace}/${m.name}`;
         const missing = { kind: "TaskError", causeName: "ValueError", message: `no actor named "${m.name}" in namespace "${m.namespace}"` };
@@ -540,8 +596,11 @@ export class NodeAgent {
       depsLeft: 0,
       state: "deps",
     };
-    this.objects.create(m.id);
-    conn.held.add(m.id);
+    // A task first sent straight to a leased worker and handed back is known already.
+    if (!conn.held.has(m.id) || !this.objects.get(m.id)) {
+      this.objects.create(m.id);
+      conn.held.add(m.id);
+    }
     this.tasks.set(task.id, task);
     this.holdArgs(task.args, +1);
     this.resolveDeps(task, () => this.enqueue(task));
@@ -996,10 +1055,21 @@ export class NodeAgent {
     w.state = "dead";
     this.workers.delete(w.id);
     (w.conn as Conn | undefined)?.socket.destroy();
+    fs.rm(w.sock, { force: true }, () => {});
     if (this.stopping) return;
     const oom = w.stderrTail.some((l) => /heap out of memory|Allocation failed/i.test(l));
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-    if (w.actorId) {
+    if (wasState === "direct") {
+      // Its submitter retries or fails the tasks it had sent; tell it why.
+      const owner = w.directOwner as Conn | undefined;
+      const kind = oom ? "OutOfMemoryError" : "WorkerCrashedError";
+      const message = oom
+        ? `the worker running it (pid ${w.pid}) ran out of memory; give the task more memory or split the work`
+        : `the worker running it (pid ${w.pid}) ${how}${w.stderrTail.length ? ": " + w.stderrTail.slice(-3).join(" | ") : ""}`;
+      owner?.send({ t: "leaseLost", worker: w.id, kind, message });
+      add(this.available, w.blocked ? nonCpuPart(w.lease!.res) : w.lease!.res);
+      w.lease = undefined;
+    } else if (w.actorId) {
       this.onActorWorkerDied(w, oom ? `its process ran out of memory` : `its process (pid ${w.pid}) ${how}`);
     } else if (w.lease) {
       const lease = w.lease;

@@ -2,6 +2,8 @@
 // start-up, then kept per job (a job's top-level state never leaks into another job), and
 // replaced when one dies.
 import { spawn, type ChildProcess } from "node:child_process";
+import os from "node:os";
+import path from "node:path";
 import type { Resources } from "./resources.js";
 
 export interface Lease {
@@ -14,13 +16,17 @@ export interface Lease {
 
 export interface WorkerProc {
   id: string;
+  /** Unix socket of the worker for direct tasks from the process that leased it. */
+  sock: string;
+  /** The connection that leased this worker for direct tasks (state "direct"). */
+  directOwner?: unknown;
   proc: ChildProcess;
   pid: number;
   /** Job it belongs to ("" = not yet assigned). */
   job: string;
   /** Environment signature: runtimeEnv + GPU ids it was started with. */
   envKey: string;
-  state: "starting" | "idle" | "leased" | "actor" | "dead";
+  state: "starting" | "idle" | "leased" | "direct" | "actor" | "dead";
   conn?: unknown;
   lease?: Lease;
   actorId?: string;
@@ -48,14 +54,17 @@ function maxOldSpaceMb(): number {
 
 export function spawnWorker(nodeId: string, job: string, envKey: string, extraEnv: Record<string, string>, spec: SpawnSpec): WorkerProc {
   const id = `${nodeId}w${(++counter).toString(36)}`;
+  // Where a submitter that leases this worker sends its tasks directly (see agent "lease").
+  const sock = path.join(os.tmpdir(), `tray-w-${process.pid}-${id}.sock`);
   const proc = spawn(process.execPath, ["--expose-gc", `--max-old-space-size=${maxOldSpaceMb()}`, spec.agentScript, "worker"], {
     // A worker sees exactly the GPUs it was given: none unless extraEnv names them (the
     // agent's own CUDA_VISIBLE_DEVICES, if any, only limits what the agent hands out).
-    env: { ...spec.env, CUDA_VISIBLE_DEVICES: "", ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job },
+    env: { ...spec.env, CUDA_VISIBLE_DEVICES: "", ...extraEnv, TRAY_WORKER_ID: id, TRAY_JOB_ID: job, TRAY_WORKER_SOCK: sock },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const w: WorkerProc = {
     id,
+    sock,
     proc,
     pid: proc.pid ?? -1,
     job,

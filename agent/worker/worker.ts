@@ -104,17 +104,42 @@ function encodeResult(core: Core, id: string, value: unknown): { v?: Tagged; loc
 export async function runWorker(): Promise<void> {
   const core = coreFromEnv(true);
   core.send({ t: "hello", role: "worker", pid: process.pid, workerId: core.workerId });
-  const queue: Array<Extract<AgentToProc, { t: "task" }>> = [];
+  const queue: TaskMsg[] = [];
   let running = false;
   let actor: ActorState | undefined;
 
   core.onBlocked = () => {
     // Our current task waits on others: give back what is queued behind it so other workers
-    // can run it (otherwise a nested get could wait on a task stuck behind it).
-    const ids = queue.map((t) => t.id);
+    // can run it (otherwise a nested get could wait on a task stuck behind it). Tasks sent
+    // directly by a leaseholder go back to it; the agent's go back to the agent.
+    const ids: string[] = [];
+    const direct = new Map<FrameWriter, string[]>();
+    for (const t of queue) {
+      if (!t.replyTo) ids.push(t.id);
+      else direct.set(t.replyTo, [...(direct.get(t.replyTo) ?? []), t.id]);
+    }
     queue.length = 0;
+    for (const [w, back] of direct) w.send({ t: "returned", ids: back });
     return ids;
   };
+
+  // A submitter that leased this worker sends tasks here directly; results go back the same way.
+  if (process.env.TRAY_WORKER_SOCK) {
+    listenDirect(process.env.TRAY_WORKER_SOCK, (m) => {
+      if (m.t === "task") {
+        if (core.jobId === "") core.jobId = m.job;
+        if (m.ns) core.namespace = m.ns;
+        queue.push(m as TaskMsg);
+        void pump();
+      } else if (m.t === "cancel") {
+        const i = queue.findIndex((t) => t.id === m.id);
+        if (i >= 0) {
+          queue.splice(i, 1);
+          m.replyTo!.send({ t: "done", id: m.id, ms: 0, err: { kind: "TaskCancelledError", message: "cancelled before it started" } });
+        }
+      }
+    });
+  }
 
   const pump = async () => {
     if (running) return;
@@ -165,7 +190,8 @@ export async function runWorker(): Promise<void> {
           actor = { ...base(m), instance, maxConcurrency: m.maxConcurrency, calls: actor?.calls ?? [] };
           pumpActor();
           if (m.sock) listenDirect(m.sock, (c) => {
-            actor!.calls.push(c);
+            if (c.t !== "actorCall") return;
+            actor!.calls.push(c as ActorCallMsg);
             pumpActor();
           });
         });
@@ -211,7 +237,9 @@ function userError(e: unknown, desc: string): WireError {
   return w;
 }
 
-async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Promise<void> {
+type TaskMsg = Extract<AgentToProc, { t: "task" }> & { replyTo?: FrameWriter };
+
+async function runTask(core: Core, m: TaskMsg): Promise<void> {
   const start = performance.now();
   let out: { v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean };
   try {
@@ -233,7 +261,9 @@ async function runTask(core: Core, m: Extract<AgentToProc, { t: "task" }>): Prom
     if (e instanceof DependencyError) out = { v: e.wire };
     else out = { err: userError(e, m.fn.n) };
   }
-  core.send({ t: "done", id: m.id, ms: performance.now() - start, ...out });
+  const done = { t: "done" as const, id: m.id, ms: performance.now() - start, ...out };
+  if (m.replyTo) m.replyTo.send(done);
+  else core.send(done);
 }
 
 async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>): Promise<any> {
@@ -252,19 +282,26 @@ async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>
 
 /** A direct call carries the writer its result goes back to (see listenDirect). */
 type ActorCallMsg = Extract<AgentToProc, { t: "actorCall" }> & { replyTo?: FrameWriter };
+/** What arrives on a worker's or actor's own socket, tagged with where to answer. */
+type DirectMsg = (Extract<AgentToProc, { t: "actorCall" | "task" | "cancel" }> & { replyTo?: FrameWriter }) & Record<string, any>;
 
 /**
  * The actor's own socket: its creator sends calls here directly, so a call costs one hop each
  * way instead of two through the agent. The agent is told of each call by the caller.
  */
-function listenDirect(sock: string, onCall: (c: ActorCallMsg) => void): void {
+function listenDirect(sock: string, onCall: (c: DirectMsg) => void): void {
   try { fs.unlinkSync(sock); } catch { /* fresh */ }
   const server = net.createServer((socket) => {
     const writer = new FrameWriter(socket);
     const reader = new FrameReader(
       (msgs) => {
-        for (const m of msgs as ActorCallMsg[]) {
-          if (m && m.t === "actorCall" && typeof m.id === "string" && typeof m.m === "string" && Array.isArray(m.args)) onCall({ ...m, replyTo: writer });
+        for (const m of msgs as DirectMsg[]) {
+          if (!m || typeof m.id !== "string") continue;
+          const ok =
+            (m.t === "actorCall" && typeof m.m === "string" && Array.isArray(m.args)) ||
+            (m.t === "task" && typeof m.fn === "object" && Array.isArray(m.args)) ||
+            m.t === "cancel";
+          if (ok) onCall({ ...m, replyTo: writer } as DirectMsg);
         }
       },
       () => socket.destroy(),

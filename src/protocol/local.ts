@@ -26,7 +26,10 @@ export type ProcToAgent =
   | { t: "blocked"; returned: string[] }
   | { t: "unblocked" }
   | { t: "actorReady"; actor: string; err?: WireError }
-  | { t: "cancel"; id: string; force: boolean; recursive: boolean }
+  | { t: "cancel"; id: string; force: boolean; recursive: boolean; worker?: string }
+  /** Lease a local worker for tasks of this shape, to send them to it directly. */
+  | { t: "lease"; rid: number; res: Record<string, number> }
+  | { t: "leaseReturn"; worker: string }
   | { t: "kill"; actor: string; noRestart: boolean }
   | { t: "getActor"; rid: number; name: string; namespace: string }
   | { t: "cluster"; rid: number; what: "nodes" | "total" | "available" }
@@ -46,6 +49,8 @@ export type AgentToProc =
   | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string; ns?: string; sock?: string }
   | { t: "actorCall"; id: string; m: string; args: ResolvedArg[] }
   | { t: "cancel"; id: string }
+  /** A worker leased to you died: its tasks in flight must be retried or failed. */
+  | { t: "leaseLost"; worker: string; kind: string; message: string }
   /** The actor you created listens here: call it directly (one hop each way). */
   | { t: "actorDirect"; actor: string; sock: string };
 
@@ -99,6 +104,8 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
     (m.bundles === undefined || (Array.isArray(m.bundles) && m.bundles.every(isRes))) &&
     (m.strategy === undefined || isStr(m.strategy)) && (m.name === undefined || isStr(m.name)),
   direct: (m) => isStr(m.id) && isStr(m.actor),
+  lease: (m) => isNum(m.rid) && isRes(m.res),
+  leaseReturn: (m) => isStr(m.worker),
   directDone: (m) => isStr(m.id) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
 };
 

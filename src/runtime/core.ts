@@ -374,17 +374,160 @@ export class Core {
     const id = this.newId();
     const ctx = this.taskContext.getStore();
     this.objects.set(id, { s: 0 });
-    this.send({
-      t: "submit",
-      id,
+    const spec: DirectSpec = {
       fn,
       args: this.encodeArgs(args),
       res: demandOf(opts, "task"),
       o: taskWireOptions(opts, this.namespace),
-      g: generator ? 1 : 0,
       p: ctx?.taskId,
-    });
+    };
+    if (generator || !this.sendDirect(id, spec)) this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
     return this.newRef(id);
+  }
+
+  // ---------------------------------------------------------------- direct tasks
+  //
+  // When this node has a free worker and nothing queued, the agent leases it to us for tasks
+  // of one resource shape; we then send those tasks to the worker's own socket and it answers
+  // there (one hop each way instead of two through the agent). The agent still learns of every
+  // task and result (`direct`/`directDone`) and keeps the lease's resources; a lease goes back
+  // when idle. A worker that dies is reported by the agent (`leaseLost`): its tasks are retried
+  // through the agent per maxRetries, or fail as they would there.
+
+  private readonly leases = new Map<string, DirectLease>();
+  private readonly leaseWanted = new Map<string, number>();
+  private readonly directCancelled = new Set<string>();
+
+  private sendDirect(id: string, spec: DirectSpec): boolean {
+    if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
+    if (!spec.args.every((a) => "v" in a)) return false;
+    const key = JSON.stringify(spec.res);
+    const lease = this.leases.get(key);
+    // One worker runs them one after another: only tiny tasks are queued deep there; longer
+    // ones go through the agent, which spreads them over every free CPU and node.
+    if (!lease?.writer || lease.inflight.size >= leaseDepth(lease.ms)) {
+      if (!lease) this.askLease(key, spec.res);
+      return false;
+    }
+    clearTimeout(lease.idle);
+    lease.inflight.set(id, spec);
+    this.send({ t: "direct", id, actor: "" });
+    lease.writer.send({ t: "task", id, fn: spec.fn, args: spec.args, g: 0, job: this.jobId, ns: this.namespace });
+    return true;
+  }
+
+  private askLease(key: string, res: Record<string, number>): void {
+    const last = this.leaseWanted.get(key);
+    if (last !== undefined && (last < 0 || performance.now() - last < 20)) return; // asking, or asked just now
+    this.leaseWanted.set(key, -1);
+    this.request<{ worker: string; sock: string } | null>({ t: "lease", res }).then(
+      (granted) => {
+        this.leaseWanted.set(key, performance.now());
+        if (!granted || this.leases.has(key)) {
+          if (granted) this.send({ t: "leaseReturn", worker: granted.worker });
+          return;
+        }
+        const lease: DirectLease = { key, worker: granted.worker, inflight: new Map() };
+        this.leases.set(key, lease);
+        const socket = net.createConnection(granted.sock);
+        lease.socket = socket;
+        socket.on("connect", () => (lease.writer = new FrameWriter(socket)));
+        // A lease nobody uses goes back soon: it holds a CPU the agent could give others.
+        this.maybeReturnLease(lease);
+        const reader = new FrameReader(
+          (msgs) => {
+            for (const m of msgs as Array<{ t: string; id: string; ids?: string[]; v?: Tagged; loc?: StoredLoc; err?: WireError; ms?: number }>) {
+              if (m?.t === "done") {
+                if (typeof m.ms === "number") lease.ms = lease.ms === undefined ? m.ms : lease.ms * 0.8 + m.ms * 0.2;
+                this.directDone(lease, m.id, m.v, m.loc, m.err);
+              }
+              else if (m?.t === "returned") for (const id of m.ids ?? []) this.handBack(lease, id, false);
+            }
+          },
+          () => socket.destroy(),
+        );
+        socket.on("data", (c) => reader.push(c));
+        socket.on("error", () => {});
+        // No more tasks go there; what was in flight is settled by "leaseLost" or "done".
+        socket.on("close", () => (lease.writer = undefined));
+      },
+      () => this.leaseWanted.set(key, performance.now()),
+    );
+  }
+
+  private directDone(lease: DirectLease, id: string, v?: Tagged, loc?: StoredLoc, err?: WireError): void {
+    const spec = lease.inflight.get(id);
+    if (!spec) return;
+    lease.inflight.delete(id);
+    if (this.directCancelled.delete(id)) {
+      err = { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
+      v = loc = undefined;
+    } else if (err && err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
+      this.resubmit(id, spec, retriesOf(spec) - 1);
+      this.maybeReturnLease(lease);
+      return;
+    }
+    this.directResult(id, v, loc, err);
+    this.maybeReturnLease(lease);
+  }
+
+  /** A task the leased worker could not run after all: through the agent it goes. */
+  private handBack(lease: DirectLease, id: string, crashed: boolean, why?: { kind: string; message: string }): void {
+    const spec = lease.inflight.get(id);
+    if (!spec) return;
+    lease.inflight.delete(id);
+    if (this.directCancelled.delete(id)) {
+      this.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
+    } else if (!crashed) {
+      this.resubmit(id, spec, retriesOf(spec));
+    } else if (retriesOf(spec) > 0) {
+      this.resubmit(id, spec, retriesOf(spec) - 1);
+    } else {
+      this.directResult(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
+    }
+  }
+
+  private resubmit(id: string, spec: DirectSpec, maxRetries: number): void {
+    this.send({ t: "submit", id, ...spec, o: { ...spec.o, maxRetries }, g: 0 });
+    const o = this.objects.get(id);
+    // Someone may be waiting already: the agent tells us when the retry is done.
+    if (o && o.s === 0 && o.waiters?.length) {
+      o.subscribed = false;
+      this.subscribe([id]);
+    }
+  }
+
+  private maybeReturnLease(lease: DirectLease): void {
+    if (lease.inflight.size) return;
+    clearTimeout(lease.idle);
+    lease.idle = setTimeout(() => {
+      if (lease.inflight.size || this.leases.get(lease.key) !== lease) return;
+      this.leases.delete(lease.key);
+      this.send({ t: "leaseReturn", worker: lease.worker });
+      lease.socket?.end();
+    }, 10);
+  }
+
+  private leaseLost(worker: string, kind: string, message: string): void {
+    for (const lease of this.leases.values()) {
+      if (lease.worker !== worker) continue;
+      this.leases.delete(lease.key);
+      clearTimeout(lease.idle);
+      for (const id of [...lease.inflight.keys()]) this.handBack(lease, id, true, { kind, message });
+      lease.socket?.destroy();
+    }
+  }
+
+  /** cancel(): tasks sent to a leased worker are cancelled there (or the worker is killed). */
+  cancel(id: string, force: boolean, recursive: boolean): void {
+    for (const lease of this.leases.values()) {
+      if (!lease.inflight.has(id)) continue;
+      this.directCancelled.add(id);
+      lease.writer?.send({ t: "cancel", id });
+      if (force) this.send({ t: "cancel", id, force, recursive, worker: lease.worker });
+      return;
+    }
+    this.send({ t: "cancel", id, force, recursive });
   }
 
   createActor(cls: FnRef, args: unknown[], opts: RemoteOptions): ActorHandleOf<any> {
@@ -507,6 +650,9 @@ export class Core {
 
   private onMessage(m: AgentToProc): void {
     switch (m.t) {
+      case "leaseLost":
+        this.leaseLost(m.worker, m.kind, m.message);
+        return;
       case "actorDirect":
         this.connectDirect(m.actor, m.sock);
         return;
@@ -616,6 +762,37 @@ function envOf(o: RemoteOptions): Record<string, string> | undefined {
   const own = o.runtimeEnv?.env;
   if (!own && j.TRAY_JOB_ENV === undefined) return undefined;
   return { ...j, ...own };
+}
+
+interface DirectSpec {
+  fn: FnRef;
+  args: ArgWire[];
+  res: Record<string, number>;
+  o: Record<string, unknown>;
+  p?: string;
+}
+
+interface DirectLease {
+  key: string;
+  worker: string;
+  inflight: Map<string, DirectSpec>;
+  writer?: FrameWriter;
+  socket?: net.Socket;
+  idle?: NodeJS.Timeout;
+  /** Recent task duration (EWMA, ms) on this worker. */
+  ms?: number;
+}
+
+function leaseDepth(ms: number | undefined): number {
+  if (ms === undefined || ms >= 10) return 1;
+  if (ms < 0.5) return 64;
+  if (ms < 2) return 16;
+  return 4;
+}
+
+function retriesOf(spec: DirectSpec): number {
+  const r = spec.o.maxRetries;
+  return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
 }
 
 function taskWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {

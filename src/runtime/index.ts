@@ -51,7 +51,7 @@ export function wait<T>(
 
 /** Cancel a pending or running task. `force` kills the worker running it. */
 export function cancel(ref: ObjectRef<any>, opts: { force?: boolean; recursive?: boolean } = {}): void {
-  getCore().send({ t: "cancel", id: ref.id, force: !!opts.force, recursive: opts.recursive ?? true });
+  getCore().cancel(ref.id, !!opts.force, opts.recursive ?? true);
 }
 
 /** Terminate an actor; by default it is not restarted. */
