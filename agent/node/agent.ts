@@ -196,10 +196,10 @@ export class NodeAgent {
     this.server?.close();
     for (const c of this.conns) c.socket.destroy();
     try { fs.unlinkSync(this.socketPath); } catch { /* gone */ }
-    // Direct-call sockets of actors killed with the agent.
-    const prefix = `tray-a-${process.pid}-`;
+    // Direct sockets of workers and actors killed with the agent.
+    const prefixes = [`tray-a-${process.pid}-`, `tray-w-${process.pid}-`];
     try {
-      for (const f of fs.readdirSync(os.tmpdir())) if (f.startsWith(prefix)) fs.rmSync(path.join(os.tmpdir(), f), { force: true });
+      for (const f of fs.readdirSync(os.tmpdir())) if (prefixes.some((p) => f.startsWith(p))) fs.rmSync(path.join(os.tmpdir(), f), { force: true });
     } catch { /* no tmpdir listing */ }
     this.store.destroy();
   }
