@@ -92,6 +92,7 @@ export class GcpEmulator extends EmulatorBase {
   firewalls = new Map<string, GceFirewall>();
   operations = new Map<string, GceOperation>();
   private tokens = new Set<string>();
+  private byRequestId = new Map<string, GceOperation>();
   private keyFile = "";
 
   constructor(opts: GcpEmulatorOptions = {}) {
@@ -183,7 +184,15 @@ export class GcpEmulator extends EmulatorBase {
         route(method === "POST" ? "instances.insert" : "instances.list");
         fault();
         const zone = this.zone(r[1]!);
-        if (method === "POST") return send(200, this.opJson(this.insertInstance(zone, json())));
+        if (method === "POST") {
+          // GCE de-duplicates a retried request by its requestId: the same operation comes back
+          const rq = url.searchParams.get("requestId");
+          const seen = rq ? this.byRequestId.get(rq) : undefined;
+          if (seen) return send(200, this.opJson(seen));
+          const op = this.insertInstance(zone, json());
+          if (rq) this.byRequestId.set(rq, op);
+          return send(200, this.opJson(op));
+        }
         return send(200, { kind: "compute#instanceList", items: this.filterInstances(url.searchParams.get("filter")).filter((i) => i.zone === zone).map((i) => this.instanceJson(i)) });
       }
       if ((r = rest.match(/^zones\/([^/]+)\/instances\/([^/]+)(\/stop)?$/))) {

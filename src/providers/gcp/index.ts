@@ -12,6 +12,7 @@
 // https://compute.googleapis.com/compute/v1/). The SDK retries nothing, so every call goes
 // through retry.ts: HTTP 429, rateLimitExceeded, 5xx and network errors are retried with
 // backoff; everything else fails at once.
+import crypto from "node:crypto";
 import { UserError } from "../../errors.js";
 import {
   TAG_CLUSTER,
@@ -301,7 +302,9 @@ export class GcpProvider implements Provider {
         await this.deleteFirewall(rule.name);
       }
       try {
-        const [op] = await this.call("firewalls.insert", (c) => c.firewalls.insert({ project: this.project, firewallResource: rule as any }));
+        // requestId: a retried insert (after a 5xx whose request did succeed) is not done twice
+        const requestId = crypto.randomUUID();
+        const [op] = await this.call("firewalls.insert", (c) => c.firewalls.insert({ project: this.project, firewallResource: rule as any, requestId }));
         const err = await this.waitOp("firewalls.insert", op);
         if (err) throw Object.assign(new Error(err.message), { errors: [err] });
       } catch (e) {
@@ -340,7 +343,8 @@ export class GcpProvider implements Provider {
         for (const zone of this.zones) {
           const body = this.instanceBody(name, zone, nc, labels, `${user}:${pub}`);
           try {
-            const [op] = await this.call("instances.insert", (c) => c.instances.insert({ project: this.project, zone, instanceResource: body }));
+            const requestId = crypto.randomUUID();
+            const [op] = await this.call("instances.insert", (c) => c.instances.insert({ project: this.project, zone, instanceResource: body, requestId }));
             const err = await this.waitOp("instances.insert", op, zone);
             if (err) throw Object.assign(new Error(err.message), { errors: [err] });
           } catch (e) {
