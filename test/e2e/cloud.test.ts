@@ -193,6 +193,24 @@ for (const h of harnesses as CloudHarness<any>[]) {
       for (const k of kinds[h.cloud]!) assert.match(out, new RegExp(`^\\s+${k} `, "m"), `down lists the ${k}s it removed:\n${out}`);
     });
 
+    // downRemote (src/launcher/remote.ts) reads the nodes from the local state only; for a
+    // provider that creates machines it should ask provider.queryInstances when the state is
+    // gone (as `up` does). Marked todo until it does: it reports, it does not fail the run.
+    test("down with the local state lost still removes everything", { todo: "downRemote should find a creating provider's nodes by tag when ~/.tray is gone" }, async () => {
+      const up = await tray(["up", cfg, "-y"]);
+      assert.equal(up.code, 0, up.stderr + up.stdout);
+      fs.rmSync(path.join(tmp, "home", "clusters", cluster), { recursive: true, force: true });
+      const r = await tray(["down", cfg, "-y"]);
+      if (r.code !== 0 || Object.values(emu.inventory(cluster)).flat().length) {
+        // leave nothing for the next tests: rebuild the state from the cloud, then down
+        await tray(["up", cfg, "-y"]);
+        await tray(["down", cfg, "-y"]);
+      }
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), []);
+    });
+
     test("an instance that never becomes reachable: up fails naming it, down still removes everything", async () => {
       const name = `${cluster}-unr`;
       const f = path.join(tmp, "unreachable.yaml");
