@@ -19,6 +19,8 @@ interface Running {
   proc: ChildProcess;
   reported?: { ok: boolean; err?: WireError; result?: string };
   stopRequested?: boolean;
+  /** The exit was seen before the driver's report: waiting a moment for the report. */
+  graceful?: boolean;
 }
 
 let driverSeq = 0;
@@ -139,6 +141,13 @@ export class JobManager {
   }
 
   private onDriverExit(jobId: string, run: Running, code: number | null, signal: string | null): void {
+    // The driver sends its outcome on the agent socket and then exits; when the agent is busy
+    // it can see the exit first. Give the report a moment to arrive before judging the job.
+    if (!run.reported && !run.stopRequested && !signal && !run.graceful) {
+      run.graceful = true;
+      setTimeout(() => this.onDriverExit(jobId, run, code, signal), 200).unref();
+      return;
+    }
     this.running.delete(jobId);
     let status: JobRecord["status"];
     let error: string | undefined;
