@@ -249,11 +249,16 @@ export class GcpEmulator extends EmulatorBase {
         return send(200, { kind: "compute#firewallList", items: list.map((f) => this.firewallJson(f)) });
       }
       if ((r = rest.match(/^global\/firewalls\/([^/]+)$/))) {
-        route(method === "DELETE" ? "firewalls.delete" : "firewalls.get");
+        route(method === "DELETE" ? "firewalls.delete" : method === "PATCH" ? "firewalls.patch" : "firewalls.get");
         fault();
         const f = this.firewalls.get(r[1]!);
         if (!f) throw new GceError(404, "notFound", `The resource 'projects/${this.project}/global/firewalls/${r[1]}' was not found`, "NOT_FOUND");
         if (method === "GET") return send(200, this.firewallJson(f));
+        if (method === "PATCH") {
+          const b = json();
+          for (const k of ["sourceRanges", "sourceTags", "targetTags", "allowed", "description"] as const) if (b[k] !== undefined) (f as any)[k] = b[k];
+          return send(200, this.opJson(this.doneOp("patch", this.link(`global/firewalls/${f.name}`))));
+        }
         this.firewalls.delete(f.name);
         return send(200, this.opJson(this.doneOp("delete", this.link(`global/firewalls/${f.name}`))));
       }

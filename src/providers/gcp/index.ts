@@ -299,7 +299,17 @@ export class GcpProvider implements Provider {
         }
         const same = JSON.stringify(existing.sourceRanges ?? []) === JSON.stringify(rule.sourceRanges ?? []);
         if (same) continue;
-        await this.deleteFirewall(rule.name);
+        // the caller's address changed: SSH follows it (patched in place, no window without a rule)
+        try {
+          const [op] = await this.call("firewalls.patch", (c) =>
+            c.firewalls.patch({ project: this.project, firewall: rule.name, firewallResource: { sourceRanges: rule.sourceRanges } as any, requestId: crypto.randomUUID() }),
+          );
+          const err = await this.waitOp("firewalls.patch", op);
+          if (err) throw Object.assign(new Error(err.message), { errors: [err] });
+        } catch (e) {
+          throw this.userError(`firewalls.patch ${rule.name}`, e);
+        }
+        continue;
       }
       try {
         // requestId: a retried insert (after a 5xx whose request did succeed) is not done twice
