@@ -189,6 +189,7 @@ export class AwsEmulator extends EmulatorBase {
     if (!fn) return fail(new Ec2Error("InvalidAction", `The action ${action} is not valid for this web service.`));
     try {
       const result = fn.call(this, params);
+      if (action === "RunInstances" && this.takeLostAnswer()) return fail(new Ec2Error("InternalError", "An internal error has occurred", 500));
       reply(200, `<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="${NS}"><requestId>${requestId}</requestId>${xml(result)}</${action}Response>`);
     } catch (e) {
       if (e instanceof Ec2Error) return fail(e);
@@ -372,7 +373,19 @@ export class AwsEmulator extends EmulatorBase {
 
   // ------------------------------------------------------------------ instances
 
+  private byClientToken = new Map<string, Record<string, unknown>>();
+
   opRunInstances(p: Record<string, any>) {
+    // EC2 answers a repeated ClientToken with the original reservation (idempotent retries)
+    const token = p.ClientToken ? String(p.ClientToken) : undefined;
+    const seen = token ? this.byClientToken.get(token) : undefined;
+    if (seen) return seen;
+    const result = this.runInstances(p);
+    if (token) this.byClientToken.set(token, result);
+    return result;
+  }
+
+  private runInstances(p: Record<string, any>) {
     const count = Number(p.MaxCount ?? 1);
     const subnet = this.subnets.find((s) => s.id === p.SubnetId) ?? this.subnets[0]!;
     if (p.ImageId !== this.imageId) throw new Ec2Error("InvalidAMIID.NotFound", `The image id '[${p.ImageId}]' does not exist`);

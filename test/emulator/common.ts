@@ -17,6 +17,8 @@ export interface Faults {
   unreachable?: number;
   /** The next N API requests answer with a 5xx internal error. */
   internalErrors?: number;
+  /** The next N instance creates are carried out, but their answer is lost (a 5xx comes back instead). */
+  lostCreateAnswers?: number;
   /** The next N instance creates answer with the cloud's "permission denied" error. */
   denyCreates?: number;
   /** The next N instance creates answer with the cloud's "quota exceeded" error. */
@@ -143,6 +145,15 @@ export abstract class EmulatorBase {
       return "quota";
     }
     return undefined;
+  }
+
+  protected takeLostAnswer(): boolean {
+    if (this.faults.lostCreateAnswers && this.faults.lostCreateAnswers > 0) {
+      this.faults.lostCreateAnswers--;
+      this.stats.internalErrors++;
+      return true;
+    }
+    return false;
   }
 
   protected takeUnreachable(): boolean {

@@ -191,6 +191,7 @@ export class GcpEmulator extends EmulatorBase {
           if (seen) return send(200, this.opJson(seen));
           const op = this.insertInstance(zone, json());
           if (rq) this.byRequestId.set(rq, op);
+          if (this.takeLostAnswer()) throw new GceError(503, "backendError", "Internal error. Please try again or contact Google Support.", "UNAVAILABLE");
           return send(200, this.opJson(op));
         }
         return send(200, { kind: "compute#instanceList", items: this.filterInstances(url.searchParams.get("filter")).filter((i) => i.zone === zone).map((i) => this.instanceJson(i)) });

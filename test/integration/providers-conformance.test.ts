@@ -280,6 +280,22 @@ for (const h of harnesses) {
       assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), [], JSON.stringify(emu.inventory(cluster)));
     });
 
+    it("a create whose answer was lost (5xx after it was done) is retried without a duplicate", async (t) => {
+      if (h.cloud === "azure") return t.skip("Azure creates are PUTs of a named resource: idempotent by nature");
+      const cluster = `dup-${h.cloud}`;
+      const p = await makeProvider(h, emu, cluster);
+      emu.faults.lostCreateAnswers = 1;
+      const recs = await p.runInstances([requests(h, cluster, 1)[0]!]);
+      assert.equal(emu.faults.lostCreateAnswers, 0, "the fault was hit");
+      assert.equal(recs.length, 1);
+      await p.waitInstances(recs.map((r) => r.id), "running", 60_000);
+      assert.equal(emu.inventory(cluster).instances.length, 1, "one instance, not two");
+      await p.terminateInstances(recs.map((r) => r.id));
+      await p.cleanup();
+      await emu.settle();
+      assert.deepEqual(Object.values(emu.inventory(cluster)).flat(), []);
+    });
+
     it("an instance that never becomes reachable is still reported running (SSH is the launcher's business)", async () => {
       const cluster = `unr-${h.cloud}`;
       const p = await makeProvider(h, emu, cluster);

@@ -13,6 +13,7 @@
 // zone without capacity only delays the fall-over to the next zone. tray retries through
 // retry.ts instead: throttling codes, other 5xx and network errors with backoff, and EC2's
 // eventual consistency right after a create (InvalidInstanceID.NotFound and friends).
+import crypto from "node:crypto";
 import { UserError } from "../../errors.js";
 import {
   TAG_CLUSTER,
@@ -396,6 +397,9 @@ export class AwsProvider implements Provider {
         const tags = nodeTags(req.clusterName, req.nodeType, req.kind, name, { ...extraTags(this.config), ...req.tags, Name: name });
         let lastErr: unknown;
         for (const sn of subnets) {
+          // ClientToken: a RunInstances retried after a 5xx whose request did succeed returns the
+          // same instance instead of launching a second one
+          const clientToken = crypto.randomUUID();
           try {
             const r: any = await this.send(
               "RunInstances",
@@ -405,6 +409,7 @@ export class AwsProvider implements Provider {
                   InstanceType: String(nc.InstanceType ?? "m5.large") as any,
                   MinCount: 1,
                   MaxCount: 1,
+                  ClientToken: clientToken,
                   KeyName: this.keyName,
                   SubnetId: sn.subnetId,
                   SecurityGroupIds: (nc.SecurityGroupIds as string[] | undefined) ?? [this.sgId!],
