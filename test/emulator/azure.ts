@@ -261,6 +261,9 @@ esac
     const props = b.properties ?? {};
     if (this.resources.has(r.id.toLowerCase())) {
       const cur = this.resources.get(r.id.toLowerCase())!;
+      if (cur.properties.provisioningState === "Creating" || cur.properties.provisioningState === "Deleting") {
+        throw new ArmError(409, "AnotherOperationInProgress", `Operation 'Create or Update VM' is not allowed since another operation is in progress on VM '${cur.name}'.`);
+      }
       if (cur.properties.provisioningState === "Succeeded") {
         // an update of an existing VM: tags only in this emulator
         cur.tags = b.tags ?? cur.tags;
