@@ -8,6 +8,8 @@ export interface DownOptions {
   name?: string;
   workersOnly?: boolean;
   lockWaitMs?: number;
+  /** Keep each worker type's min_workers (lowest-numbered) running; the rest goes. */
+  keepMinWorkers?: boolean;
 }
 
 export interface DownSummary {
@@ -32,11 +34,18 @@ export async function down(configPath: string, opts: DownOptions, progress: Prog
     }, opts.lockWaitMs ?? 0);
   }
   const state = readState(name);
-  if (state?.status === "down") return { name, alreadyDown: true, removed: [], elapsedMs: Date.now() - t0 };
   const { loadProvider } = await import("../providers/index.js");
-  const { downRemote } = await import("./remote.js");
   const provider = await loadProvider(config as any);
-  const r = await downRemote(config, provider, { name, workersOnly: opts.workersOnly, lockWaitMs: opts.lockWaitMs }, progress);
+  // A cloud cluster is down when nothing of it is left in the cloud (instances kept with
+  // --keep-min-workers, or found by tag without local state, still count).
+  if (state?.status === "down" && (!provider.capabilities.creates || state.nodes.length === 0)) {
+    return { name, alreadyDown: true, removed: [], elapsedMs: Date.now() - t0 };
+  }
+  const { downRemote } = await import("./remote.js");
+  const keepMinWorkers = opts.keepMinWorkers
+    ? Object.fromEntries(Object.entries(config.available_node_types).map(([type, t]) => [type, t.min_workers]))
+    : undefined;
+  const r = await downRemote(config, provider, { name, workersOnly: opts.workersOnly, lockWaitMs: opts.lockWaitMs, keepMinWorkers }, progress);
   const removed = [
     ...r.hosts.map((h) => `${h.name} (${h.host}): ${h.status}${h.error ? ` — ${h.error}` : ""}`),
     ...r.removed.map((x) => `${x.kind} ${x.id}`),

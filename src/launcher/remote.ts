@@ -845,6 +845,8 @@ export interface DownRemoteOptions {
   name?: string;
   workersOnly?: boolean;
   lockWaitMs?: number;
+  /** Keep the lowest-numbered workers of each type, this many (the YAML's min_workers). */
+  keepMinWorkers?: Record<string, number>;
 }
 
 export interface DownRemoteResult {
@@ -854,23 +856,52 @@ export interface DownRemoteResult {
   elapsedMs: number;
 }
 
+/** The lowest-numbered workers of each type, as many as `keep` says (for --keep-min-workers). */
+export function keptWorkers(nodes: NodeState[], keep: Record<string, number> | undefined): NodeState[] {
+  if (!keep) return [];
+  const num = (n: NodeState) => Number(/(\d+)$/.exec(n.name)?.[1] ?? Infinity);
+  const out: NodeState[] = [];
+  for (const [type, count] of Object.entries(keep)) {
+    const ws = nodes.filter((n) => n.kind === "worker" && n.nodeType === type).sort((a, b) => num(a) - num(b));
+    out.push(...ws.slice(0, count));
+  }
+  return out;
+}
+
 export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, provider: Provider, opts: DownRemoteOptions, progress: Progress): Promise<DownRemoteResult> {
   const t0 = Date.now();
   const name = opts.name ?? config.cluster_name;
   return withClusterLock(name, "down", async () => {
-    const state = readState(name);
+    let state = readState(name);
+    const creates = provider.capabilities.creates;
+    if (creates) {
+      // The cloud is the truth: instances tagged with this cluster are found even when the
+      // local state is gone or stale, so `down` never leaves a machine behind.
+      const found = await provider.queryInstances({ clusterName: name });
+      if (!state) {
+        if (!found.length) {
+          progress.done();
+          return { name, hosts: [], removed: await provider.cleanup(), elapsedMs: Date.now() - t0 };
+        }
+        progress.log(`no local state for "${name}": found ${found.length} instance(s) by tag`);
+        state = { name, provider: provider.name, nodes: [], status: "up", updatedAt: "" };
+      }
+      for (const r of found) if (!state.nodes.some((n) => n.id === r.id || n.name === r.name)) state.nodes.push(toNodeState(r, undefined));
+    }
     if (!state) {
       progress.done();
       throw new UserError(`No cluster named "${name}" is known on this machine (no ${statePath(name)}); nothing to take down.`);
     }
-    const targets = state.nodes.filter((n) => !opts.workersOnly || n.kind === "worker");
+    const st = state;
+    const keep = new Set(keptWorkers(st.nodes, opts.keepMinWorkers).map((n) => n.name));
+    const targets = st.nodes.filter((n) => (!opts.workersOnly || n.kind === "worker") && !keep.has(n.name));
     const reports: DownRemoteResult["hosts"] = [];
     await Promise.all(
       targets.map(async (n) => {
         const host = n.ssh?.host ?? nodeAddress(n);
         try {
           progress.update(n.name, "stopping agent", host);
-          const c = await connectNode(state, n, { pin: false, save: false });
+          const c = await connectNode(st, n, { pin: false, save: false });
           try {
             const out = await runScript(c, `${stopScript(`"$HOME/${REMOTE_ROOT}/nodes/${name}"`, name)}\n${removeScript(name)}`, "stopping the agent");
             const agent = out.trim().split("\n")[0] ?? "";
@@ -889,19 +920,20 @@ export async function downRemote(config: Pick<ClusterConfig, "cluster_name">, pr
     // Machines the provider created are terminated even when their agent could not be
     // stopped over SSH (the VM goes, and the agent with it): nothing is left behind. Hosts of
     // a fixed list (ssh) stay in the state until they could be cleaned.
-    const creates = provider.capabilities.creates;
-    const gone = new Set(reports.filter((r) => r.status === "removed" || creates).map((r) => r.name));
-    const goneNodes = state.nodes.filter((n) => gone.has(n.name));
+        const gone = new Set(reports.filter((r) => r.status === "removed" || creates).map((r) => r.name));
+    const goneNodes = st.nodes.filter((n) => gone.has(n.name));
     const removed = goneNodes.length ? await provider.terminateInstances(goneNodes.map((n) => n.id)) : [];
     if (creates) {
       // the machines are gone; their addresses (and keys) will belong to others
-      for (const n of goneNodes) if (n.ssh && state.hostKeys) delete state.hostKeys[hostKeyId(n.ssh.host, n.ssh.port)];
+      for (const n of goneNodes) if (n.ssh && st.hostKeys) delete st.hostKeys[hostKeyId(n.ssh.host, n.ssh.port)];
     }
-    state.nodes = state.nodes.filter((n) => !gone.has(n.name));
-    if (!opts.workersOnly && state.nodes.length === 0) removed.push(...(await provider.cleanup()));
-    state.status = state.nodes.length === 0 ? "down" : opts.workersOnly && state.nodes.every((n) => n.kind === "head") ? state.status : "failed";
-    if (state.status === "down") delete state.head;
-    writeState(state);
+    st.nodes = st.nodes.filter((n) => !gone.has(n.name));
+    const onlyKept = st.nodes.every((n) => keep.has(n.name));
+    if (!opts.workersOnly && st.nodes.length === 0) removed.push(...(await provider.cleanup()));
+    st.status =
+      st.nodes.length === 0 || (onlyKept && !opts.workersOnly) ? "down" : opts.workersOnly && st.nodes.every((n) => n.kind === "head" || keep.has(n.name)) ? st.status : "failed";
+    if (st.status === "down") delete st.head;
+    writeState(st);
     progress.done();
     const failed = reports.filter((r) => r.status === "failed");
     if (failed.length && !creates) {

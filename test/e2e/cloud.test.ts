@@ -193,10 +193,9 @@ for (const h of harnesses as CloudHarness<any>[]) {
       for (const k of kinds[h.cloud]!) assert.match(out, new RegExp(`^\\s+${k} `, "m"), `down lists the ${k}s it removed:\n${out}`);
     });
 
-    // downRemote (src/launcher/remote.ts) reads the nodes from the local state only; for a
-    // provider that creates machines it should ask provider.queryInstances when the state is
-    // gone (as `up` does). Marked todo until it does: it reports, it does not fail the run.
-    test("down with the local state lost still removes everything", { todo: "downRemote should find a creating provider's nodes by tag when ~/.tray is gone" }, async () => {
+    // downRemote asks the provider for the cluster's instances by tag: the local state is
+    // not needed to remove everything.
+    test("down with the local state lost still removes everything", async () => {
       const up = await tray(["up", cfg, "-y"]);
       assert.equal(up.code, 0, up.stderr + up.stdout);
       fs.rmSync(path.join(tmp, "home", "clusters", cluster), { recursive: true, force: true });
