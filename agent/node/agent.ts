@@ -742,6 +742,10 @@ export class NodeAgent {
       // 1. spread over free resources first: one task per new lease
       while (q.length) {
         const t = q.peek()!;
+        if (t.state === "done") {
+          q.shift(); // finished while it waited (a late result, a cancel): nothing to run
+          continue;
+        }
         if (!fits(this.available, t.res)) break;
         let gpus: number[] = [];
         const nGpu = t.res.GPU ?? 0;
@@ -818,6 +822,7 @@ export class NodeAgent {
   }
 
   private sendTask(w: WorkerProc, t: Task): void {
+    if (t.state === "done") return; // finished while it waited in the queue
     w.lease!.tasks.push(t.id);
     t.state = "running";
     t.worker = w;
@@ -840,7 +845,18 @@ export class NodeAgent {
   private onDone(conn: Conn, m: Extract<ProcToAgent, { t: "done" }>): void {
     const w = conn.worker;
     const t = this.tasks.get(m.id);
-    if (!w || !t) return;
+    if (!w) return;
+    if (!t) {
+      // Finished meanwhile by another path (cancelled, or its result came from a node that
+      // was thought dead): the worker's slot is still freed, or its lease would leak.
+      const lease = w.lease;
+      const i = lease ? lease.tasks.indexOf(m.id) : -1;
+      if (i >= 0) {
+        lease!.tasks.splice(i, 1);
+        if (lease!.tasks.length === 0 && w.state === "leased") this.releaseLease(w);
+      }
+      return;
+    }
     if (w.actorId) {
       this.onActorCallDone(w, t, m);
       return;
@@ -952,6 +968,9 @@ export class NodeAgent {
   onRemoteResult(id: string, r: { v?: Tagged; loc?: StoredLoc; err?: WireError }): void {
     const t = this.tasks.get(id);
     if (!t || t.state === "done") return;
+    // A late result from a node that was declared dead while the retry waits here: take it,
+    // and drop the retry from the queue.
+    if (t.state === "queued" && !t.worker) this.queues.get(t.cls)?.remove(t);
     t.remoteNode = undefined;
     if (r.err && !t.actor && t.o.retryExceptions && t.retriesLeft > 0 && !t.cancelled && r.err.kind === "TaskError") {
       t.retriesLeft--;
