@@ -79,7 +79,7 @@ export class JobManager {
 
   private spawnDriver(): { proc: ChildProcess; job?: string } {
     const d: { proc: ChildProcess; job?: string } = {
-      proc: spawn(process.execPath, ["--expose-gc", this.agent.opts.agentScript, "driver"], {
+      proc: spawn(process.execPath, [...profileArgs(), "--expose-gc", this.agent.opts.agentScript, "driver"], {
         env: { ...this.agent.baseEnv(), TRAY_DRIVER_WAIT: "1" },
         stdio: ["pipe", "pipe", "pipe"],
       }),
@@ -201,4 +201,10 @@ export class JobManager {
       r.proc.kill("SIGKILL");
     }
   }
+}
+
+/** TRAY_CPU_PROF_DIR (given to `tray up`): drivers write a CPU profile there when they exit. */
+function profileArgs(): string[] {
+  const dir = process.env.TRAY_CPU_PROF_DIR;
+  return dir ? ["--cpu-prof", "--cpu-prof-dir", dir] : [];
 }
