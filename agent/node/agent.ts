@@ -637,7 +637,7 @@ export class NodeAgent {
 
   enqueue(task: Task): void {
     if (task.state === "done") return;
-    if (this.net && !task.remoteOwner) {
+    if (this.net && !task.remoteOwner && !this.runsHereAnyway(task)) {
       const p = this.net.place(task.res, task.o.strategy);
       if ("error" in p) {
         this.finish(task, { err: { kind: "InfeasibleTaskError", message: `${task.fn.n} cannot be scheduled: ${p.error}` } });
@@ -661,6 +661,19 @@ export class NodeAgent {
       }
     }
     this.enqueueLocal(task);
+  }
+
+  /**
+   * The common case needs no look at the cluster: a default-strategy task on a node that is
+   * alone, or that has room now with nothing queued, runs here (placement would say so too,
+   * at the cost of a pass over the cluster view for every task).
+   */
+  private runsHereAnyway(task: Task): boolean {
+    const s = task.o.strategy;
+    if (s !== undefined && s !== "DEFAULT") return false;
+    if (this.remoteArgEntries(task).length) return false;
+    if (this.net!.view.size <= 1) return feasible(this.total, task.res);
+    return fits(this.available, task.res) && this.queuedCount() === 0;
   }
 
   private remoteArgEntries(task: Task): ObjEntry[] {

@@ -381,7 +381,12 @@ export class Core {
       o: taskWireOptions(opts, this.namespace),
       p: ctx?.taskId,
     };
-    if (generator || !this.sendDirect(id, spec)) this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
+    if (generator || !this.sendDirect(id, spec)) {
+      this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
+      // Asked after the submit, so the agent counts this task first: a burst of tasks is never
+      // left with a CPU fewer because a lease took it.
+      if (!generator && this.directEligible(spec)) this.askLease(JSON.stringify(spec.res), spec.res);
+    }
     return this.newRef(id);
   }
 
@@ -398,17 +403,18 @@ export class Core {
   private readonly leaseWanted = new Map<string, number>();
   private readonly directCancelled = new Set<string>();
 
-  private sendDirect(id: string, spec: DirectSpec): boolean {
+  private directEligible(spec: DirectSpec): boolean {
     if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
-    if (!spec.args.every((a) => "v" in a)) return false;
+    return spec.args.every((a) => "v" in a);
+  }
+
+  private sendDirect(id: string, spec: DirectSpec): boolean {
+    if (!this.directEligible(spec)) return false;
     const key = JSON.stringify(spec.res);
     const lease = this.leases.get(key);
     // One worker runs them one after another: only tiny tasks are queued deep there; longer
     // ones go through the agent, which spreads them over every free CPU and node.
-    if (!lease?.writer || lease.inflight.size >= leaseDepth(lease.ms)) {
-      if (!lease) this.askLease(key, spec.res);
-      return false;
-    }
+    if (!lease?.writer || lease.inflight.size >= leaseDepth(lease.ms)) return false;
     clearTimeout(lease.idle);
     lease.inflight.set(id, spec);
     this.send({ t: "direct", id, actor: "" });
@@ -417,6 +423,7 @@ export class Core {
   }
 
   private askLease(key: string, res: Record<string, number>): void {
+    if (this.leases.has(key)) return;
     const last = this.leaseWanted.get(key);
     if (last !== undefined && (last < 0 || performance.now() - last < 20)) return; // asking, or asked just now
     this.leaseWanted.set(key, -1);
