@@ -112,3 +112,20 @@ export function waitFor<T>(fn: () => T | undefined | Promise<T | undefined>, tim
     void tick();
   });
 }
+
+/** YAML of a local cluster: a head and, per worker type, `count` node agents on this machine. */
+export function localClusterYaml(
+  name: string,
+  o: { head?: Record<string, number>; workers?: Record<string, { resources: Record<string, number>; count: number }> } = {},
+): string {
+  const res = (r: Record<string, number>) => `{ ${Object.entries(r).map(([k, v]) => `${k}: ${v}`).join(", ")} }`;
+  const workers = Object.entries(o.workers ?? {}).map(
+    ([type, w]) => `  ${type}:\n    resources: ${res(w.resources)}\n    node_config: {}\n    min_workers: ${w.count}\n    max_workers: ${w.count}\n`,
+  );
+  return (
+    `cluster_name: ${name}\nprovider:\n  type: local\navailable_node_types:\n` +
+    `  head:\n    resources: ${res(o.head ?? { CPU: 1 })}\n    node_config: {}\n` +
+    workers.join("") +
+    `head_node_type: head\n`
+  );
+}

@@ -4,23 +4,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { TestCluster } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster } from "../helpers/cluster.js";
 import { pidAlive } from "../../src/launcher/state.js";
 
-const yaml = `cluster_name: localcli
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1 }
-    node_config: {}
-    min_workers: 2
-    max_workers: 2
-head_node_type: head
-`;
+const yaml = localClusterYaml("localcli", { workers: { worker: { resources: { CPU: 1 }, count: 2 } } });
 const c = new TestCluster("localcli", yaml);
 before(() => c.up());
 after(() => c.down());

@@ -3,25 +3,12 @@
 // and new jobs run across all nodes again.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { TestCluster, waitFor } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster, waitFor } from "../helpers/cluster.js";
 
 process.env.TRAY_HEARTBEAT_MS = "200";
 process.env.TRAY_NODE_TIMEOUT_MS = "1500";
 
-const c = new TestCluster("mnhead", `cluster_name: mnhead
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1 }
-    node_config: {}
-    min_workers: 2
-    max_workers: 2
-head_node_type: head
-`);
+const c = new TestCluster("mnhead", localClusterYaml("mnhead", { workers: { worker: { resources: { CPU: 1 }, count: 2 } } }));
 after(() => c.down());
 
 const statusJson = async () => JSON.parse((await c.cli(["status", "--json"])).stdout.trim().split("\n")[0]!);

@@ -2,22 +2,9 @@
 // the restarted head learns the name back from the node that hosts it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { TestCluster, waitFor } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster, waitFor } from "../helpers/cluster.js";
 
-const yaml = `cluster_name: mnnamed
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1, keeper: 1 }
-    node_config: {}
-    min_workers: 1
-    max_workers: 1
-head_node_type: head
-`;
+const yaml = localClusterYaml("mnnamed", { workers: { worker: { resources: { CPU: 1, keeper: 1 }, count: 1 } } });
 const c = new TestCluster("mnnamed", yaml);
 before(() => c.up());
 after(() => c.down());

@@ -3,22 +3,9 @@
 // even after the process that made it let go.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { TestCluster } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster } from "../helpers/cluster.js";
 
-const yaml = `cluster_name: mnrefs
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1, far: 1 }
-    node_config: {}
-    min_workers: 1
-    max_workers: 1
-head_node_type: head
-`;
+const yaml = localClusterYaml("mnrefs", { workers: { worker: { resources: { CPU: 1, far: 1 }, count: 1 } } });
 const c = new TestCluster("mnrefs", yaml);
 before(() => c.up());
 after(() => c.down());
