@@ -58,18 +58,6 @@ function missingPrereq(cloud: CloudHarness<any>["cloud"]): string | undefined {
   return undefined;
 }
 
-const JOB = `
-import { remote, get, getRuntimeContext } from "tray";
-const where = remote(async (ms: number) => {
-  await new Promise((r) => setTimeout(r, ms));
-  return getRuntimeContext().nodeId;
-}, { schedulingStrategy: "SPREAD", maxRetries: 5 });
-export default async function main(args: string[]) {
-  const n = Number(args[0] ?? 12);
-  const ids = await get(Array.from({ length: n }, () => where.remote(300)));
-  console.log("NODES " + JSON.stringify([...new Set(ids)].sort()));
-}
-`;
 
 /** Requests that create machines, per cloud (to prove a second `up` creates nothing). */
 function creates(cloud: string, emu: EmulatorBase): number {
@@ -102,7 +90,7 @@ for (const h of harnesses as CloudHarness<any>[]) {
       privateDist();
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), `tray-e2e-${h.cloud}-`));
       execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tray-e2e", "-f", path.join(tmp, "id_ed25519")]);
-      fs.writeFileSync(path.join(tmp, "job.ts"), JOB);
+      fs.copyFileSync(path.join(ROOT, "test/jobs/spread-nodes.ts"), path.join(tmp, "job.ts"));
       emu = await h.start();
       env = h.env(emu);
       const nc = h.nodeConfig();

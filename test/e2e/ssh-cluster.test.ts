@@ -97,20 +97,6 @@ setup_commands:
   return f;
 }
 
-const JOB = `
-import { remote, get, getRuntimeContext } from "tray";
-const where = remote(async (ms: number) => {
-  await new Promise((r) => setTimeout(r, ms));
-  return getRuntimeContext().nodeId;
-}, { schedulingStrategy: "SPREAD", maxRetries: 5 });
-export default async function main(args: string[]) {
-  const n = Number(args[0] ?? 12);
-  const ms = Number(args[1] ?? 200);
-  console.log("started");
-  const ids = await get(Array.from({ length: n }, () => where.remote(ms)));
-  console.log("NODES " + JSON.stringify([...new Set(ids)].sort()));
-}
-`;
 
 function agentProcs(i: number): string[] {
   return th.processes(i).filter((c) => c.includes("agent.js"));
@@ -124,7 +110,7 @@ describe("tray on 3 SSH hosts (real agent, CLI)", { skip: testHostsUnavailable()
     // hosts keep their /tmp between runs: start from a clean one, so leftovers are this run's
     for (const i of [1, 2, 3]) th.cleanTmp(i);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tray-e2e-ssh-"));
-    fs.writeFileSync(path.join(tmp, "job.ts"), JOB);
+    fs.copyFileSync(path.join(ROOT, "test/jobs/spread-nodes.ts"), path.join(tmp, "job.ts"));
     delete process.env.SSH_AUTH_SOCK;
     const help = execFileSync(process.execPath, [path.join(DIST, "cli.js"), "--help"], { encoding: "utf8" });
     remoteCommandsWired = /\bexec\b/.test(help) && /rsync-up/.test(help);

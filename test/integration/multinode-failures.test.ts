@@ -6,25 +6,12 @@ import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { TestCluster, waitFor } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster, waitFor } from "../helpers/cluster.js";
 
 process.env.TRAY_HEARTBEAT_MS = "200";
 process.env.TRAY_NODE_TIMEOUT_MS = "1500";
 
-const yaml = (name: string) => `cluster_name: ${name}
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1, special: 1 }
-    node_config: {}
-    min_workers: 2
-    max_workers: 2
-head_node_type: head
-`;
+const yaml = (name: string) => localClusterYaml(name, { workers: { worker: { resources: { CPU: 1, special: 1 }, count: 2 } } });
 
 let current: TestCluster | undefined;
 afterEach(async () => {

@@ -7,31 +7,15 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { TestCluster, ROOT, waitFor } from "../helpers/cluster.js";
+import { localClusterYaml, TestCluster, ROOT, waitFor } from "../helpers/cluster.js";
 
 process.env.TRAY_HEARTBEAT_MS = "200";
 process.env.TRAY_NODE_TIMEOUT_MS = "1500";
 process.env.TRAY_INFEASIBLE_GRACE_MS = "4000";
 
-const YAML = `cluster_name: mnsched
-provider:
-  type: local
-available_node_types:
-  head:
-    resources: { CPU: 1 }
-    node_config: {}
-  worker:
-    resources: { CPU: 1 }
-    node_config: {}
-    min_workers: 1
-    max_workers: 1
-  special:
-    resources: { CPU: 1, special: 2 }
-    node_config: {}
-    min_workers: 1
-    max_workers: 1
-head_node_type: head
-`;
+const YAML = localClusterYaml("mnsched", {
+  workers: { worker: { resources: { CPU: 1 }, count: 1 }, special: { resources: { CPU: 1, special: 2 }, count: 1 } },
+});
 const c = new TestCluster("mnsched", YAML);
 let ids: { head: string; worker: string; special: string };
 before(async () => {
