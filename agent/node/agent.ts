@@ -481,7 +481,8 @@ export class NodeAgent {
       resources: { ...this.total },
       available: { ...this.available },
       gpus: this.opts.gpus,
-      store: this.store.stats(),
+      // objects: entries of this agent's directory (results kept by their submitters are not there)
+      store: { ...this.store.stats(), objects: this.objects.entries.size },
       workers: this.workers.size,
       pending: this.pendingDemand(),
       queuedCount: this.queuedCount(),
@@ -512,7 +513,7 @@ export class NodeAgent {
             resources: v.total,
             available: v.available,
             gpus: (v.gpus ?? []) as GpuInfo[],
-            store: v.store as ReturnType<ObjectStore["stats"]>,
+            store: v.store as ReturnType<ObjectStore["stats"]> & { objects: number },
             workers: v.workers ?? 0,
             pending: (v.pending ?? []) as ReturnType<NodeAgent["pendingDemand"]>,
             queuedCount: v.queued,
@@ -608,7 +609,7 @@ export class NodeAgent {
 
   holdArgs(args: ArgWire[], dir: 1 | -1): void {
     for (const a of args) {
-      const ids = "ref" in a ? [a.ref] : (a.v.r ?? []);
+      const ids = "ref" in a ? [a.ref] : "v" in a ? (a.v.r ?? []) : [];
       for (const id of ids) dir > 0 ? this.objects.incr(id) : this.objects.decr(id);
     }
   }

@@ -13,7 +13,7 @@ import { beginBundleLoad, endBundleLoad, lookupFunction, type FnRef } from "../.
 import { decodeValue, encodeValue } from "../../src/runtime/serialize.js";
 import { INLINE_MAX_BYTES, ENC_ERROR, type Tagged, type StoredLoc } from "../../src/protocol/values.js";
 import { toWireError, type WireError } from "../../src/runtime/errors.js";
-import type { AgentToProc, ResolvedArg } from "../../src/protocol/local.js";
+import { isPrimitive, type AgentToProc, type Primitive, type ResolvedArg } from "../../src/protocol/local.js";
 
 /** Environment the agent passes to every worker and driver. */
 export function coreFromEnv(isWorker: boolean): Core {
@@ -63,10 +63,33 @@ export function loadBundle(hash: string): Promise<any> {
   return p;
 }
 
+/** Bundles whose import has finished: their functions are found without a wait. */
+const ready = new Set<string>();
+
 export async function resolveFn(core: Core, fn: FnRef): Promise<Function> {
-  if (fn.b) await loadBundle(fn.b);
+  if (fn.b && !ready.has(fn.b)) {
+    await loadBundle(fn.b);
+    ready.add(fn.b);
+  }
   return lookupFunction(fn);
 }
+
+/** The function when its bundle is loaded already (the common case), else undefined. */
+function loadedFn(fn: FnRef): Function | undefined {
+  return !fn.b || ready.has(fn.b) ? lookupFunction(fn) : undefined;
+}
+
+/** Arguments that all came inline decode without a wait. */
+function inlineArgs(args: ResolvedArg[]): unknown[] | undefined {
+  const out: unknown[] = [];
+  for (const a of args) {
+    if ("ref" in a) return undefined;
+    out.push("p" in a ? a.p : decodeValue(a.v.e, a.v.d!, a.v.k));
+  }
+  return out;
+}
+
+const isThenable = (x: any): x is PromiseLike<unknown> => x !== null && typeof x === "object" && typeof x.then === "function";
 
 class DependencyError extends Error {
   constructor(readonly wire: Tagged) {
@@ -87,6 +110,8 @@ async function decodeArgs(core: Core, args: ResolvedArg[]): Promise<unknown[]> {
       } finally {
         core.unseedObject(a.ref);
       }
+    } else if ("p" in a) {
+      out.push(a.p);
     } else {
       out.push(decodeValue(a.v.e, a.v.d!, a.v.k));
     }
@@ -97,11 +122,33 @@ async function decodeArgs(core: Core, args: ResolvedArg[]): Promise<unknown[]> {
 /** Encode a result: inline, or written to the store when large. */
 function encodeResult(core: Core, id: string, value: unknown): { v?: Tagged; loc?: StoredLoc } {
   const t = encodeValue(value);
+  core.announceNested(t); // refs it returns must be known to the agent before the result is
   if (t.d!.byteLength >= INLINE_MAX_BYTES) return { loc: core.writeStored(id, t) };
   return { v: t };
 }
 
+/**
+ * TRAY_CPU_PROF_DIR (given to `tray up`): a worker writes a CPU profile of its first
+ * TRAY_WORKER_PROF_MS (default 5000) ms there. Workers end by SIGKILL, so --cpu-prof (written
+ * at a clean exit) would never be written; the inspector's profiler is stopped on a timer.
+ */
+async function profileWorker(): Promise<void> {
+  const dir = process.env.TRAY_CPU_PROF_DIR;
+  if (!dir) return;
+  const { Session } = await import("node:inspector");
+  const session = new Session();
+  session.connect();
+  const post = (method: string) => new Promise<any>((res, rej) => session.post(method, (e, r) => (e ? rej(e) : res(r))));
+  await post("Profiler.enable");
+  await post("Profiler.start");
+  setTimeout(async () => {
+    const { profile } = await post("Profiler.stop");
+    fs.writeFileSync(path.join(dir, `worker-${process.pid}.cpuprofile`), JSON.stringify(profile));
+  }, Number(process.env.TRAY_WORKER_PROF_MS) || 5000);
+}
+
 export async function runWorker(): Promise<void> {
+  await profileWorker();
   const core = coreFromEnv(true);
   core.send({ t: "hello", role: "worker", pid: process.pid, workerId: core.workerId });
   const queue: TaskMsg[] = [];
@@ -127,7 +174,7 @@ export async function runWorker(): Promise<void> {
   if (process.env.TRAY_WORKER_SOCK) {
     listenDirect(process.env.TRAY_WORKER_SOCK, (m) => {
       if (m.t === "task") {
-        if (core.jobId === "") core.jobId = m.job;
+        if (core.jobId === "" && m.job) core.jobId = m.job;
         if (m.ns) core.namespace = m.ns;
         queue.push(m as TaskMsg);
         void pump();
@@ -145,8 +192,8 @@ export async function runWorker(): Promise<void> {
     if (running) return;
     running = true;
     while (queue.length) {
-      const m = queue.shift()!;
-      await runTask(core, m);
+      const running = runTask(core, queue.shift()!);
+      if (running) await running;
     }
     running = false;
   };
@@ -155,7 +202,12 @@ export async function runWorker(): Promise<void> {
     while (actor && actor.inFlight < actor.maxConcurrency && actor.calls.length) {
       const c = actor.calls.shift()!;
       actor.inFlight++;
-      runActorCall(core, actor, c).finally(() => {
+      const running = runActorCall(core, actor, c);
+      if (!running) {
+        actor.inFlight--; // done already (a plain method): no promise to wait for
+        continue;
+      }
+      running.finally(() => {
         actor!.inFlight--;
         pumpActor();
       });
@@ -239,38 +291,91 @@ function userError(e: unknown, desc: string): WireError {
 
 type TaskMsg = Extract<AgentToProc, { t: "task" }> & { replyTo?: FrameWriter };
 
-async function runTask(core: Core, m: TaskMsg): Promise<void> {
+/**
+ * Run one task. A plain function with inline arguments whose bundle is loaded completes
+ * within this turn (no promise): the common case of a tiny task. The rest goes through
+ * runTaskAsync. This worker runs its tasks one at a time, so the running task's context is a
+ * plain field, not an AsyncLocalStorage (whose promise hooks would tax every await).
+ */
+function runTask(core: Core, m: TaskMsg): void | Promise<void> {
   const start = performance.now();
-  let out: { v?: Tagged; loc?: StoredLoc; err?: WireError; retryable?: boolean };
+  const fn = m.g ? undefined : loadedFn(m.fn);
+  const args = fn && inlineArgs(m.args);
+  if (!args) return runTaskAsync(core, m, start);
+  core.current = { taskId: m.id, gpuIds: m.gpus ?? [] };
+  let result: unknown;
   try {
-    const fn = await resolveFn(core, m.fn);
-    const args = await decodeArgs(core, m.args);
-    out = await core.taskContext.run({ taskId: m.id, gpuIds: m.gpus ?? [] }, async () => {
+    result = fn!(...args);
+  } catch (e) {
+    core.current = undefined;
+    sendDone(core, m, start, { err: userError(e, m.fn.n) });
+    return;
+  }
+  if (isThenable(result)) {
+    return Promise.resolve(result).then(
+      (v) => {
+        core.current = undefined;
+        sendDone(core, m, start, taskResult(core, m, v));
+      },
+      (e) => {
+        core.current = undefined;
+        sendDone(core, m, start, { err: userError(e, m.fn.n) });
+      },
+    );
+  }
+  core.current = undefined;
+  let out: DoneOut;
+  try {
+    out = taskResult(core, m, result);
+  } catch (e) {
+    out = { err: userError(e, m.fn.n) };
+  }
+  sendDone(core, m, start, out);
+}
+
+/** A submitter that sent the task directly takes a primitive result as itself. */
+function taskResult(core: Core, m: TaskMsg, result: unknown): DoneOut {
+  return m.replyTo && isPrimitive(result) ? { p: result } : encodeResult(core, m.id, result);
+}
+
+
+/** The general path: a bundle to load, arguments from the store, generators. */
+async function runTaskAsync(core: Core, m: TaskMsg, start: number): Promise<void> {
+  let out: DoneOut;
+  try {
+    const fn = loadedFn(m.fn) ?? (await resolveFn(core, m.fn));
+    const args = inlineArgs(m.args) ?? (await decodeArgs(core, m.args));
+    core.current = { taskId: m.id, gpuIds: m.gpus ?? [] };
+    try {
       if (m.g) {
         let i = 0;
         for await (const item of (fn as (...a: unknown[]) => AsyncIterable<unknown>)(...args)) {
           const enc = encodeResult(core, `${m.id}#${i}`, item);
           core.send({ t: "yield", id: m.id, i: i++, ...enc });
         }
-        return { v: encodeValue(i) };
+        out = { v: encodeValue(i) };
+      } else {
+        let result = fn(...args);
+        if (isThenable(result)) result = await result;
+        out = taskResult(core, m, result);
       }
-      const result = await fn(...args);
-      return encodeResult(core, m.id, result);
-    });
+    } finally {
+      core.current = undefined;
+    }
   } catch (e) {
     if (e instanceof DependencyError) out = { v: e.wire };
     else out = { err: userError(e, m.fn.n) };
   }
-  const done = { t: "done" as const, id: m.id, ms: performance.now() - start, ...out };
-  if (m.replyTo) m.replyTo.send(done);
-  else core.send(done);
+  sendDone(core, m, start, out);
 }
 
 async function initActor(core: Core, m: Extract<AgentToProc, { t: "actorInit" }>): Promise<any> {
   try {
     const cls = (await resolveFn(core, m.fn)) as new (...a: unknown[]) => any;
     const args = await decodeArgs(core, m.args);
-    const instance = await core.taskContext.run({ actorId: m.actor, gpuIds: m.gpus ?? [] }, () => new cls(...args));
+    // The actor is this process's only tenant: its context holds for everything it runs.
+    core.current = { actorId: m.actor, gpuIds: m.gpus ?? [] };
+    const instance = new cls(...args);
     core.send({ t: "actorReady", actor: m.actor });
     return instance;
   } catch (e) {
@@ -293,15 +398,24 @@ function listenDirect(sock: string, onCall: (c: DirectMsg) => void): void {
   try { fs.unlinkSync(sock); } catch { /* fresh */ }
   const server = net.createServer((socket) => {
     const writer = new FrameWriter(socket);
+    // Functions this submitter has named on this connection: a task carries its function in
+    // full once, then only its number (`fi`), so a tiny task is a few bytes on the wire.
+    const fns: FnRef[] = [];
     const reader = new FrameReader(
       (msgs) => {
         for (const m of msgs as DirectMsg[]) {
           if (!m || typeof m.id !== "string") continue;
+          if (m.t === "task" && typeof m.fi === "number") {
+            if (m.fn) fns[m.fi] = m.fn;
+            else m.fn = fns[m.fi];
+          }
           const ok =
             (m.t === "actorCall" && typeof m.m === "string" && Array.isArray(m.args)) ||
             (m.t === "task" && typeof m.fn === "object" && Array.isArray(m.args)) ||
             m.t === "cancel";
-          if (ok) onCall({ ...m, replyTo: writer } as DirectMsg);
+          if (!ok) continue;
+          m.replyTo = writer;
+          onCall(m);
         }
       },
       () => socket.destroy(),
@@ -316,28 +430,93 @@ function listenDirect(sock: string, onCall: (c: DirectMsg) => void): void {
   });
 }
 
-async function runActorCall(
-  core: Core,
-  actor: ActorState,
-  c: ActorCallMsg,
-): Promise<void> {
+/**
+ * Run one actor call. A method that returns a plain value, called with inline arguments on an
+ * actor that runs one call at a time, completes within this turn (no promise, no wait): the
+ * common case of a tiny call. Anything else goes through runActorCallAsync.
+ */
+function runActorCall(core: Core, actor: ActorState, c: ActorCallMsg): void | Promise<void> {
   const start = performance.now();
-  let out: { v?: Tagged; loc?: StoredLoc; err?: WireError };
-  const desc = `${actor.name}.${c.m}`;
+  const args = actor.maxConcurrency <= 1 ? inlineArgs(c.args) : undefined;
+  if (!args) return runActorCallAsync(core, actor, c, start);
+  let result: unknown;
+  core.current = { taskId: c.id, actorId: actor.id, gpuIds: actor.gpus };
   try {
     const method = actor.instance[c.m];
     if (typeof method !== "function") throw new TypeError(`actor ${actor.name} has no method "${c.m}"`);
-    const args = await decodeArgs(core, c.args);
-    const result = await core.taskContext.run({ taskId: c.id, actorId: actor.id, gpuIds: actor.gpus }, () =>
-      method.apply(actor.instance, args),
-    );
-    out = encodeResult(core, c.id, result);
+    result = method.apply(actor.instance, args);
   } catch (e) {
-    if (e instanceof DependencyError) out = { v: e.wire };
-    else out = { err: userError(e, desc) };
+    core.current = actorContext(actor);
+    sendDone(core, c, start, { err: userError(e, `${actor.name}.${c.m}`) });
+    return;
   }
-  const done = { t: "done" as const, id: c.id, ms: performance.now() - start, ...out };
+  if (isThenable(result)) {
+    // An async method: its context holds until it settles (calls run one at a time).
+    return Promise.resolve(result).then(
+      (v) => {
+        core.current = actorContext(actor);
+        sendDone(core, c, start, actorResult(core, c, v));
+      },
+      (e) => {
+        core.current = actorContext(actor);
+        sendDone(core, c, start, { err: userError(e, `${actor.name}.${c.m}`) });
+      },
+    );
+  }
+  core.current = actorContext(actor);
+  try {
+    sendDone(core, c, start, actorResult(core, c, result));
+  } catch (e) {
+    sendDone(core, c, start, { err: userError(e, `${actor.name}.${c.m}`) });
+  }
+}
+
+const actorContext = (actor: ActorState) => ({ actorId: actor.id, gpuIds: actor.gpus });
+
+/** A direct caller takes a primitive result as itself. */
+function actorResult(core: Core, c: ActorCallMsg, result: unknown): DoneOut {
+  return c.replyTo && isPrimitive(result) ? { p: result } : encodeResult(core, c.id, result);
+}
+
+type DoneOut = { v?: Tagged; loc?: StoredLoc; err?: WireError; p?: Primitive };
+
+/** A task's or call's outcome, to whoever sent it (a direct submitter, or the agent). */
+function sendDone(core: Core, c: { id: string; replyTo?: FrameWriter }, start: number, out: DoneOut): void {
+  const done: DoneOut & { t: "done"; id: string; ms: number } = { t: "done", id: c.id, ms: performance.now() - start };
+  if (out.v) done.v = out.v;
+  if (out.loc) done.loc = out.loc;
+  if (out.err) done.err = out.err;
+  if ("p" in out) done.p = out.p; // absent, not undefined: `p` present means a primitive result
   if (c.replyTo) c.replyTo.send(done);
   else core.send(done);
+}
+
+/** The general path: arguments from the store, concurrent calls (each with its own context). */
+async function runActorCallAsync(core: Core, actor: ActorState, c: ActorCallMsg, start: number): Promise<void> {
+  let out: DoneOut;
+  try {
+    const method = actor.instance[c.m];
+    if (typeof method !== "function") throw new TypeError(`actor ${actor.name} has no method "${c.m}"`);
+    const args = inlineArgs(c.args) ?? (await decodeArgs(core, c.args));
+    const ctx = { taskId: c.id, actorId: actor.id, gpuIds: actor.gpus };
+    let result: unknown;
+    if (actor.maxConcurrency > 1) {
+      // Calls interleave: each needs its own context across its awaits.
+      result = await core.taskContext.run(ctx, () => method.apply(actor.instance, args));
+    } else {
+      core.current = ctx;
+      try {
+        result = method.apply(actor.instance, args);
+        if (isThenable(result)) result = await result;
+      } finally {
+        core.current = actorContext(actor);
+      }
+    }
+    out = actorResult(core, c, result);
+  } catch (e) {
+    if (e instanceof DependencyError) out = { v: e.wire };
+    else out = { err: userError(e, `${actor.name}.${c.m}`) };
+  }
+  sendDone(core, c, start, out);
 }
 

@@ -5,10 +5,32 @@ import type { StoredLoc, Tagged } from "./values.js";
 import type { FnRef } from "../runtime/remote.js";
 import type { WireError } from "../runtime/errors.js";
 
-/** A task argument: an inline value, or a ref (resolved before the task runs). */
-export type ArgWire = { v: Tagged } | { ref: string };
+/**
+ * A task argument: an inline value, a primitive carried as itself (`p`: a number, string,
+ * boolean or null, which the frame's msgpack round-trips exactly — no second encoding), or a
+ * ref (resolved before the task runs).
+ */
+export type ArgWire = { v: Tagged } | { p: Primitive } | { ref: string };
 /** A ref argument as a worker receives it: with its value or location, ready to use. */
-export type ResolvedArg = { v: Tagged } | { ref: string; v?: Tagged; loc?: StoredLoc };
+export type ResolvedArg = { v: Tagged } | { p: Primitive } | { ref: string; v?: Tagged; loc?: StoredLoc };
+export type Primitive = number | string | boolean | null;
+
+/** Longest string sent as a primitive (longer ones are encoded values, stored when large). */
+const PRIMITIVE_MAX_CHARS = 1024;
+
+/** Whether a value travels as a wire primitive (exactly, in one msgpack encoding). */
+export function isPrimitive(x: unknown): x is Primitive {
+  switch (typeof x) {
+    case "number":
+      return !Object.is(x, -0); // msgpack integers have no -0
+    case "boolean":
+      return true;
+    case "string":
+      return x.length <= PRIMITIVE_MAX_CHARS;
+    default:
+      return x === null;
+  }
+}
 
 export type ProcToAgent =
   | { t: "hello"; role: "worker" | "driver"; pid: number; workerId?: string; job?: string }
@@ -72,7 +94,7 @@ function isFnRef(v: unknown): boolean {
   return isObj(v) && isStr(v.n) && ((isStr(v.b) && isNum(v.i)) || isStr(v.s));
 }
 function isArgs(v: unknown): boolean {
-  return Array.isArray(v) && v.every((a) => isObj(a) && (isStr(a.ref) || isTagged(a.v)));
+  return Array.isArray(v) && v.every((a) => isObj(a) && (isStr(a.ref) || isTagged(a.v) || ("p" in a && isPrimitive(a.p))));
 }
 function isRes(v: unknown): boolean {
   return isObj(v) && Object.values(v).every((x) => isNum(x) && x >= 0);

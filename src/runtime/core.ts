@@ -12,6 +12,8 @@ import { writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import type { FnRef } from "./remote.js";
+import { DirectTasks, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
+import { isPrimitive } from "../protocol/local.js";
 import { GetTimeoutError, ObjectLostError, fromWireError, type WireError } from "./errors.js";
 
 /** What this process knows of one object. */
@@ -22,6 +24,11 @@ interface ObjState {
   loc?: StoredLoc;
   waiters?: Array<() => void>;
   subscribed?: boolean;
+  /** In flight on a direct path (leased worker, actor socket): its result comes from there. */
+  direct?: boolean;
+  /** A primitive result as it came back on a direct path (never encoded here). */
+  hasPv?: boolean;
+  pv?: unknown;
 }
 
 const GC_EVERY_BYTES = Number(process.env.TRAY_GC_EVERY_BYTES) || 64 * 1024 * 1024;
@@ -54,6 +61,8 @@ export class Core {
   private pendingDecrefs: string[] = [];
   private readonly replies = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   readonly taskContext = new AsyncLocalStorage<TaskContext>();
+  /** The running task's context where tasks run one at a time (see worker.ts): no ALS cost. */
+  current?: TaskContext;
   /** Set by the worker: receives task/actor messages. */
   onExecMessage?: (m: AgentToProc) => void;
   /** Set by the worker: hands back tasks queued behind one that now waits (see "blocked"). */
@@ -133,7 +142,14 @@ export class Core {
       return;
     }
     this.localCounts.delete(id);
+    const o = this.objects.get(id);
     this.objects.delete(id);
+    if (this.unannounced.has(id)) {
+      // The agent never heard of it: nothing to release there. Still in flight: the result
+      // is dropped when it arrives (see directResult).
+      if (o?.s === 1) this.unannounced.delete(id);
+      return;
+    }
     if (this.pendingDecrefs.length === 0) setImmediate(this.flushDecrefs);
     this.pendingDecrefs.push(id);
   }
@@ -151,12 +167,38 @@ export class Core {
     return ref;
   }
 
+  // ---------------------------------------------------------------- ownership of direct results
+  //
+  // Results of tasks sent to a leased worker and of direct actor calls are owned by this
+  // process: while their refs stay here (the common case: submit, get, drop) the agent never
+  // hears of them, so a task costs no agent message at all. The moment a ref leaves this
+  // process (an argument, nested in a value, returned by a task) the agent is told of it
+  // first (`direct`, then `directDone` once ready), on the same ordered socket as the message
+  // that carries it, so nobody can ever ask the agent for an object it does not know.
+
+  /** Direct results the agent has not been told of. */
+  private readonly unannounced = new Set<string>();
+
+  /** A ref is about to leave this process: from now on the agent must know the object. */
+  private announce(id: string): void {
+    if (!this.unannounced.delete(id)) return;
+    this.send({ t: "direct", id, actor: "" });
+    const o = this.objects.get(id);
+    if (o?.s === 1) this.send({ t: "directDone", id, v: o.hasPv ? encodeValue(o.pv) : o.v, loc: o.loc });
+  }
+
+  /** Announce the refs nested in an encoded value that is about to leave this process. */
+  announceNested(t: { r?: string[] }): void {
+    if (t.r && this.unannounced.size) for (const id of t.r) this.announce(id);
+  }
+
   // ---------------------------------------------------------------- objects
 
   put<T>(value: T): ObjectRef<T> {
     if (value instanceof ObjectRef) throw new TypeError("put() of an ObjectRef: pass the ref itself instead");
     const id = this.newId();
     const tagged = encodeValue(value);
+    this.announceNested(tagged);
     this.storeTagged(id, tagged);
     return this.newRef<T>(id);
   }
@@ -233,7 +275,8 @@ export class Core {
         o = { s: 0 };
         this.objects.set(id, o);
       }
-      if (o.s === 0 && !o.subscribed) {
+      // A direct result arrives on its own path; the agent is asked only if it is handed back.
+      if (o.s === 0 && !o.subscribed && !o.direct) {
         o.subscribed = true;
         want.push(id);
       }
@@ -248,6 +291,21 @@ export class Core {
   }
 
   async get(refOrRefs: ObjectRef<any> | ObjectRef<any>[], opts?: { timeoutMs?: number }): Promise<any> {
+    if (refOrRefs instanceof ObjectRef && opts?.timeoutMs === undefined) {
+      // One ref, no timeout (the hot path of a synchronous call): no arrays, no Promise.all.
+      const o = this.objects.get(refOrRefs.id);
+      if (o?.s !== 1) {
+        this.subscribe([refOrRefs.id]);
+        this.markBlocked(1);
+        try {
+          await this.whenReady(refOrRefs.id);
+        } finally {
+          this.markBlocked(-1);
+        }
+      }
+      const r = this.objects.get(refOrRefs.id)!;
+      return r.hasPv ? r.pv : this.readValue(refOrRefs.id);
+    }
     const many = Array.isArray(refOrRefs);
     const refs = many ? (refOrRefs as ObjectRef<any>[]) : [refOrRefs as ObjectRef<any>];
     for (const r of refs) {
@@ -280,7 +338,10 @@ export class Core {
       }
     }
     const values = [];
-    for (const r of refs) values.push(await this.readValue(r.id));
+    for (const r of refs) {
+      const o = this.objects.get(r.id)!;
+      values.push(o.hasPv ? o.pv : await this.readValue(r.id));
+    }
     return many ? values : values[0];
   }
 
@@ -354,8 +415,13 @@ export class Core {
 
   private encodeArgs(args: unknown[]): ArgWire[] {
     return args.map((a) => {
-      if (a instanceof ObjectRef) return { ref: a.id };
+      if (a instanceof ObjectRef) {
+        this.announce(a.id);
+        return { ref: a.id };
+      }
+      if (isPrimitive(a)) return { p: a };
       const tagged = encodeValue(a);
+      this.announceNested(tagged);
       if (tagged.d!.byteLength >= INLINE_MAX_BYTES) {
         // Big arguments go through the store once instead of riding in the message.
         const id = this.newId();
@@ -372,169 +438,71 @@ export class Core {
 
   submitTask(fn: FnRef, args: unknown[], opts: RemoteOptions, generator: boolean): ObjectRef<any> {
     const id = this.newId();
-    const ctx = this.taskContext.getStore();
+    const ctx = this.taskContext.getStore() ?? this.current;
     this.objects.set(id, { s: 0 });
-    const spec: DirectSpec = {
-      fn,
-      args: this.encodeArgs(args),
-      res: demandOf(opts, "task"),
-      o: taskWireOptions(opts, this.namespace),
-      p: ctx?.taskId,
-    };
-    if (generator || !this.sendDirect(id, spec)) {
+    const shape = this.shapeOf(opts);
+    const spec: DirectSpec = { fn, args: this.encodeArgs(args), res: shape.res, o: shape.wire, p: ctx?.taskId };
+    const direct = !generator && DirectTasks.eligible(spec);
+    if (!direct || !this.directTasks.submit(id, spec, shape.key)) {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
       // Asked after the submit, so the agent counts this task first: a burst of tasks is never
       // left with a CPU fewer because a lease took it.
-      if (!generator && this.directEligible(spec)) this.askLease(JSON.stringify(spec.res), spec.res);
+      if (direct) this.directTasks.wantLease(shape.key, spec.res);
     }
     return this.newRef(id);
   }
 
-  // ---------------------------------------------------------------- direct tasks
-  //
-  // When this node has a free worker and nothing queued, the agent leases it to us for tasks
-  // of one resource shape; we then send those tasks to the worker's own socket and it answers
-  // there (one hop each way instead of two through the agent). The agent still learns of every
-  // task and result (`direct`/`directDone`) and keeps the lease's resources; a lease goes back
-  // when idle. A worker that dies is reported by the agent (`leaseLost`): its tasks are retried
-  // through the agent per maxRetries, or fail as they would there.
+  // ---------------------------------------------------------------- direct tasks (see direct-tasks.ts)
 
-  private readonly leases = new Map<string, DirectLease>();
-  private readonly leaseWanted = new Map<string, number>();
-  private readonly directCancelled = new Set<string>();
-
-  private directEligible(spec: DirectSpec): boolean {
-    if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
-    return spec.args.every((a) => "v" in a);
-  }
-
-  private sendDirect(id: string, spec: DirectSpec): boolean {
-    if (!this.directEligible(spec)) return false;
-    const key = JSON.stringify(spec.res);
-    const lease = this.leases.get(key);
-    // One worker runs them one after another: only tiny tasks are queued deep there; longer
-    // ones go through the agent, which spreads them over every free CPU and node.
-    if (!lease?.writer || lease.inflight.size >= leaseDepth(lease.ms)) return false;
-    clearTimeout(lease.idle);
-    lease.inflight.set(id, spec);
-    this.send({ t: "direct", id, actor: "" });
-    lease.writer.send({ t: "task", id, fn: spec.fn, args: spec.args, g: 0, job: this.jobId, ns: this.namespace });
-    return true;
-  }
-
-  private askLease(key: string, res: Record<string, number>): void {
-    if (this.leases.has(key)) return;
-    const last = this.leaseWanted.get(key);
-    if (last !== undefined && (last < 0 || performance.now() - last < 20)) return; // asking, or asked just now
-    this.leaseWanted.set(key, -1);
-    this.request<{ worker: string; sock: string } | null>({ t: "lease", res }).then(
-      (granted) => {
-        this.leaseWanted.set(key, performance.now());
-        if (!granted || this.leases.has(key)) {
-          if (granted) this.send({ t: "leaseReturn", worker: granted.worker });
-          return;
-        }
-        const lease: DirectLease = { key, worker: granted.worker, inflight: new Map() };
-        this.leases.set(key, lease);
-        const socket = net.createConnection(granted.sock);
-        lease.socket = socket;
-        socket.on("connect", () => (lease.writer = new FrameWriter(socket)));
-        // A lease nobody uses goes back soon: it holds a CPU the agent could give others.
-        this.maybeReturnLease(lease);
-        const reader = new FrameReader(
-          (msgs) => {
-            for (const m of msgs as Array<{ t: string; id: string; ids?: string[]; v?: Tagged; loc?: StoredLoc; err?: WireError; ms?: number }>) {
-              if (m?.t === "done") {
-                if (typeof m.ms === "number") lease.ms = lease.ms === undefined ? m.ms : lease.ms * 0.8 + m.ms * 0.2;
-                this.directDone(lease, m.id, m.v, m.loc, m.err);
-              }
-              else if (m?.t === "returned") for (const id of m.ids ?? []) this.handBack(lease, id, false);
-            }
-          },
-          () => socket.destroy(),
-        );
-        socket.on("data", (c) => reader.push(c));
-        socket.on("error", () => {});
-        // No more tasks go there; what was in flight is settled by "leaseLost" or "done".
-        socket.on("close", () => (lease.writer = undefined));
+  private readonly directTasks = ((core: Core) =>
+    new DirectTasks({
+      get jobId() { return core.jobId; },
+      get namespace() { return core.namespace; },
+      send: (m) => core.send(m as any),
+      request: (m) => core.request(m),
+      markDirect: (id) => {
+        const o = core.objects.get(id);
+        if (o) o.direct = true;
+        core.unannounced.add(id);
       },
-      () => this.leaseWanted.set(key, performance.now()),
-    );
-  }
-
-  private directDone(lease: DirectLease, id: string, v?: Tagged, loc?: StoredLoc, err?: WireError): void {
-    const spec = lease.inflight.get(id);
-    if (!spec) return;
-    lease.inflight.delete(id);
-    if (this.directCancelled.delete(id)) {
-      err = { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
-      v = loc = undefined;
-    } else if (err && err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
-      this.resubmit(id, spec, retriesOf(spec) - 1);
-      this.maybeReturnLease(lease);
-      return;
-    }
-    this.directResult(id, v, loc, err);
-    this.maybeReturnLease(lease);
-  }
-
-  /** A task the leased worker could not run after all: through the agent it goes. */
-  private handBack(lease: DirectLease, id: string, crashed: boolean, why?: { kind: string; message: string }): void {
-    const spec = lease.inflight.get(id);
-    if (!spec) return;
-    lease.inflight.delete(id);
-    if (this.directCancelled.delete(id)) {
-      this.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
-    } else if (!crashed) {
-      this.resubmit(id, spec, retriesOf(spec));
-    } else if (retriesOf(spec) > 0) {
-      this.resubmit(id, spec, retriesOf(spec) - 1);
-    } else {
-      this.directResult(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
-    }
-  }
+      directResult: (id, v, loc, err, p) => core.directResult(id, v, loc, err, p),
+      resubmit: (id, spec, maxRetries) => core.resubmit(id, spec, maxRetries),
+    }))(this);
 
   private resubmit(id: string, spec: DirectSpec, maxRetries: number): void {
+    // The agent owns the retry (and counts us as a holder of its result from the submit on).
+    const wasLocal = this.unannounced.delete(id);
     this.send({ t: "submit", id, ...spec, o: { ...spec.o, maxRetries }, g: 0 });
     const o = this.objects.get(id);
+    if (!o) {
+      // Our ref was dropped meanwhile: the retry still runs (it may have effects), its result is released.
+      if (wasLocal) this.send({ t: "decref", ids: [id] });
+      return;
+    }
+    o.direct = false;
     // Someone may be waiting already: the agent tells us when the retry is done.
-    if (o && o.s === 0 && o.waiters?.length) {
+    if (o.s === 0 && o.waiters?.length) {
       o.subscribed = false;
       this.subscribe([id]);
     }
   }
 
-  private maybeReturnLease(lease: DirectLease): void {
-    if (lease.inflight.size) return;
-    clearTimeout(lease.idle);
-    lease.idle = setTimeout(() => {
-      if (lease.inflight.size || this.leases.get(lease.key) !== lease) return;
-      this.leases.delete(lease.key);
-      this.send({ t: "leaseReturn", worker: lease.worker });
-      lease.socket?.end();
-    }, 10);
-  }
-
-  private leaseLost(worker: string, kind: string, message: string): void {
-    for (const lease of this.leases.values()) {
-      if (lease.worker !== worker) continue;
-      this.leases.delete(lease.key);
-      clearTimeout(lease.idle);
-      for (const id of [...lease.inflight.keys()]) this.handBack(lease, id, true, { kind, message });
-      lease.socket?.destroy();
+  /** Demand and wire options of a remote function's options object, worked out once. */
+  private shapeOf(opts: RemoteOptions): TaskShape {
+    let sh = this.shapes.get(opts);
+    if (!sh || sh.ns !== this.namespace) {
+      const res = demandOf(opts, "task");
+      sh = { ns: this.namespace, res, key: JSON.stringify(res), wire: taskWireOptions(opts, this.namespace) };
+      this.shapes.set(opts, sh);
     }
+    return sh;
   }
 
-  /** cancel(): tasks sent to a leased worker are cancelled there (or the worker is killed). */
+  private readonly shapes = new WeakMap<RemoteOptions, TaskShape>();
+
+  /** cancel(): direct tasks are cancelled on their path; the rest by the agent. */
   cancel(id: string, force: boolean, recursive: boolean): void {
-    for (const lease of this.leases.values()) {
-      if (!lease.inflight.has(id)) continue;
-      this.directCancelled.add(id);
-      lease.writer?.send({ t: "cancel", id });
-      if (force) this.send({ t: "cancel", id, force, recursive, worker: lease.worker });
-      return;
-    }
-    this.send({ t: "cancel", id, force, recursive });
+    if (!this.directTasks.cancel(id, force, recursive)) this.send({ t: "cancel", id, force, recursive });
   }
 
   createActor(cls: FnRef, args: unknown[], opts: RemoteOptions): ActorHandleOf<any> {
@@ -558,8 +526,9 @@ export class Core {
     if (!d) this.actorPaths.set(actorId, (d = { agentOutstanding: 0, inflight: new Set() }));
     // Straight to the actor when it listens for us, its arguments are plain values, and no
     // call of ours is still on the way through the agent (calls must run in order).
-    if (d.writer && d.agentOutstanding === 0 && encoded.every((a) => "v" in a)) {
-      this.send({ t: "direct", id, actor: actorId });
+    if (d.writer && d.agentOutstanding === 0 && encoded.every((a) => !("ref" in a))) {
+      this.objects.get(id)!.direct = true;
+      this.unannounced.add(id);
       d.inflight.add(id);
       d.writer.send({ t: "actorCall", id, m: method, args: encoded });
     } else {
@@ -592,9 +561,9 @@ export class Core {
     socket.on("connect", () => (path.writer = new FrameWriter(socket)));
     const reader = new FrameReader(
       (msgs) => {
-        for (const m of msgs as Array<{ t: string; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError }>) {
+        for (const m of msgs as DoneMsg[]) {
           if (m?.t !== "done" || !path.inflight.delete(m.id)) continue;
-          this.directResult(m.id, m.v, m.loc, m.err);
+          this.directResult(m.id, m.v, m.loc, m.err, "p" in m ? m : undefined);
         }
       },
       () => socket.destroy(),
@@ -610,13 +579,27 @@ export class Core {
     });
   }
 
-  private directResult(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError): void {
-    this.send({ t: "directDone", id, v, loc, err });
+  private directResult(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError, p?: { p?: unknown }): void {
     const o = this.objects.get(id);
+    if (this.unannounced.has(id)) {
+      // A stored result is a file the agent's store must account for and free: always told.
+      if (loc || !o) this.unannounced.delete(id);
+      if (loc) {
+        this.send({ t: "direct", id, actor: "" });
+        this.send({ t: "directDone", id, loc });
+        if (!o) this.send({ t: "decref", ids: [id] });
+      }
+    } else {
+      this.send({ t: "directDone", id, v: p ? encodeValue(p.p) : v, loc, err });
+    }
     if (!o) return;
     o.s = 1;
+    o.direct = false;
     if (err) o.v = encodeErrorValue(err);
-    else if (v) o.v = v;
+    else if (p) {
+      o.hasPv = true;
+      o.pv = p.p;
+    } else if (v) o.v = v;
     else o.loc = loc;
     const ws = o.waiters;
     o.waiters = undefined;
@@ -658,7 +641,7 @@ export class Core {
   private onMessage(m: AgentToProc): void {
     switch (m.t) {
       case "leaseLost":
-        this.leaseLost(m.worker, m.kind, m.message);
+        this.directTasks.leaseLost(m.worker, m.kind, m.message);
         return;
       case "actorDirect":
         this.connectDirect(m.actor, m.sock);
@@ -716,7 +699,7 @@ export class Core {
   }
 
   context(): RuntimeContext {
-    const c = this.taskContext.getStore();
+    const c = this.taskContext.getStore() ?? this.current;
     return {
       jobId: this.jobId,
       nodeId: this.nodeId,
@@ -727,6 +710,14 @@ export class Core {
       gpuIds: c?.gpuIds ?? [],
     };
   }
+}
+
+interface TaskShape {
+  ns: string;
+  res: Record<string, number>;
+  key: string;
+  /** shared by every task of the shape: never mutated (a retry copies it) */
+  wire: Record<string, unknown>;
 }
 
 /** The object's bytes: exactly `size` of them (a reused store file may be longer). */
@@ -769,37 +760,6 @@ function envOf(o: RemoteOptions): Record<string, string> | undefined {
   const own = o.runtimeEnv?.env;
   if (!own && j.TRAY_JOB_ENV === undefined) return undefined;
   return { ...j, ...own };
-}
-
-interface DirectSpec {
-  fn: FnRef;
-  args: ArgWire[];
-  res: Record<string, number>;
-  o: Record<string, unknown>;
-  p?: string;
-}
-
-interface DirectLease {
-  key: string;
-  worker: string;
-  inflight: Map<string, DirectSpec>;
-  writer?: FrameWriter;
-  socket?: net.Socket;
-  idle?: NodeJS.Timeout;
-  /** Recent task duration (EWMA, ms) on this worker. */
-  ms?: number;
-}
-
-function leaseDepth(ms: number | undefined): number {
-  if (ms === undefined || ms >= 10) return 1;
-  if (ms < 0.5) return 64;
-  if (ms < 2) return 16;
-  return 4;
-}
-
-function retriesOf(spec: DirectSpec): number {
-  const r = spec.o.maxRetries;
-  return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
 }
 
 function taskWireOptions(o: RemoteOptions, namespace: string): Record<string, unknown> {

@@ -34,6 +34,8 @@ addExtension({
 
 const packr = new Packr({ structuredClone: true, moreTypes: true, useBigIntExtension: true });
 
+const MINUS_ZERO = new Uint8Array([0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+
 const rawTypes: Record<string, any> = {
   Buffer, Uint8Array, Int8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
   Float32Array, Float64Array, BigInt64Array, BigUint64Array,
@@ -46,6 +48,8 @@ export function encodeValue(value: unknown): Tagged {
     if (k in rawTypes) return { e: ENC_RAW, k, d: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
   }
   if (value instanceof ArrayBuffer) return { e: ENC_RAW, k: "ArrayBuffer", d: new Uint8Array(value) };
+  // msgpackr writes -0 as the integer 0; a float64 keeps its sign (top level only).
+  if (value === 0 && 1 / value < 0) return { e: ENC_MSGPACK, d: MINUS_ZERO };
   nestedRefs = undefined;
   nestedActors = undefined;
   const d = packr.pack(value);

@@ -1,0 +1,379 @@
+// Direct tasks: the submitter side of worker leases (Ray's owner-based scheduling).
+//
+// When this node has a free worker and nothing queued, the agent leases it to a submitter for
+// tasks of one resource shape. The submitter then sends those tasks to the worker's own socket
+// and it answers there: one hop each way instead of two through the agent, and no agent
+// message per task at all while the results stay in the submitting process (see
+// Core.announce). Tiny tasks beyond what the leased workers hold in flight wait in a queue
+// here, not in the agent, and go out as results come back; while such a backlog lasts the
+// submitter asks for one more lease at a time, so a burst gets every free worker of the node.
+// Longer tasks (or tasks while no lease is held) go through the agent, which spreads them over
+// every free CPU and node. A lease goes back when idle; a worker that dies is reported by the
+// agent (`leaseLost`): its tasks are retried through the agent per maxRetries, or fail as
+// they would there.
+import net from "node:net";
+import { FrameReader, FrameWriter } from "../protocol/frame.js";
+import type { StoredLoc, Tagged } from "../protocol/values.js";
+import type { ArgWire } from "../protocol/local.js";
+import type { FnRef } from "./remote.js";
+import type { WireError } from "./errors.js";
+
+/** A task as its submitter keeps it until the result is in (what a retry resends). */
+export interface DirectSpec {
+  fn: FnRef;
+  args: ArgWire[];
+  res: Record<string, number>;
+  o: Record<string, unknown>;
+  p?: string;
+}
+
+/** What the direct path needs of the process's core. */
+export interface DirectHost {
+  readonly jobId: string;
+  readonly namespace: string;
+  send(m: Record<string, unknown> & { t: string }): void;
+  request<T>(m: Record<string, unknown> & { t: string }): Promise<T>;
+  /** A task is now on the direct path: its result comes from there (not from the agent). */
+  markDirect(id: string): void;
+  /** Settle a task's result locally (and tell the agent if it must know). */
+  directResult(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError, p?: { p?: unknown }): void;
+  /** Hand a task to the agent (a retry, or one the direct path cannot run). */
+  resubmit(id: string, spec: DirectSpec, maxRetries: number): void;
+}
+
+/** Tasks of one resource shape, the workers leased for them, and those waiting for a slot. */
+interface LeaseClass {
+  key: string;
+  res: Record<string, number>;
+  leases: DirectLease[];
+  backlog: Array<[string, DirectSpec] | undefined>;
+  /** index of the first live entry of `backlog` */
+  head: number;
+  asking: boolean;
+  /** When the agent last had no worker for us. */
+  denied: number;
+  retry?: NodeJS.Timeout;
+  /** Recent task duration (EWMA, ms) of this shape. */
+  ms?: number;
+}
+
+interface DirectLease {
+  cls: LeaseClass;
+  worker: string;
+  inflight: Map<string, DirectSpec>;
+  writer?: FrameWriter;
+  socket?: net.Socket;
+  idle?: NodeJS.Timeout;
+  /** When it last fell idle (nothing in flight, nothing waiting). */
+  idleAt: number;
+  /** Functions named on this lease's connection, by number. */
+  fns: Map<FnRef, number>;
+  /** The namespace the worker was last told. */
+  ns?: string;
+}
+
+/** A result as a leased worker or an actor sends it back (`p`: a primitive result as itself). */
+export interface DoneMsg {
+  t: "done";
+  id: string;
+  v?: Tagged;
+  loc?: StoredLoc;
+  err?: WireError;
+  p?: unknown;
+  ms?: number;
+  /** "returned": tasks the worker hands back unrun */
+  ids?: string[];
+}
+
+/** A lease nobody has used for this long goes back: it holds a CPU the agent could give others. */
+const LEASE_IDLE_MS = 10;
+
+/** Most leases one submitter holds per shape (the node's free workers bound it first). */
+const MAX_LEASES = 64;
+
+export class DirectTasks {
+  private readonly classes = new Map<string, LeaseClass>();
+  private readonly cancelled = new Set<string>();
+
+  constructor(private readonly host: DirectHost) {}
+
+  static eligible(spec: DirectSpec): boolean {
+    if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
+    for (const a of spec.args) if ("ref" in a) return false;
+    return true;
+  }
+
+  private classOf(key: string, res: Record<string, number>): LeaseClass {
+    let c = this.classes.get(key);
+    if (!c) this.classes.set(key, (c = { key, res, leases: [], backlog: [], head: 0, asking: false, denied: -Infinity }));
+    return c;
+  }
+
+  /**
+   * Send a task on the direct path if it can go there (a leased worker with room, or the
+   * backlog of tiny tasks); false: the caller sends it through the agent. Either way a lease
+   * is asked for when useful.
+   */
+  submit(id: string, spec: DirectSpec, key: string): boolean {
+    const c = this.classOf(key, spec.res);
+    if (c.head === c.backlog.length) {
+      const lease = this.roomiest(c);
+      if (lease) {
+        this.push(lease, id, spec);
+        return true;
+      }
+    }
+    if (c.leases.length && c.ms !== undefined && c.ms < 2) {
+      // Tiny tasks: our leased workers will be free again within moments; keep them here.
+      c.backlog.push([id, spec]);
+      this.host.markDirect(id);
+      this.askLease(c);
+      return true;
+    }
+    return false;
+  }
+
+  /** After a task went through the agent: a lease for the tasks that follow. */
+  wantLease(key: string, res: Record<string, number>): void {
+    this.askLease(this.classOf(key, res));
+  }
+
+  private roomiest(c: LeaseClass): DirectLease | undefined {
+    const depth = leaseDepth(c.ms);
+    let best: DirectLease | undefined;
+    for (const l of c.leases) if (l.writer && l.inflight.size < depth && (!best || l.inflight.size < best.inflight.size)) best = l;
+    return best;
+  }
+
+  private push(lease: DirectLease, id: string, spec: DirectSpec): void {
+    lease.inflight.set(id, spec);
+    this.host.markDirect(id);
+    // The function in full the first time on this lease, then by number; the job and
+    // namespace when they change (the worker keeps them).
+    const m: Record<string, unknown> = { t: "task", id, args: spec.args };
+    let fi = lease.fns.get(spec.fn);
+    if (fi === undefined) {
+      lease.fns.set(spec.fn, (fi = lease.fns.size));
+      m.fn = spec.fn;
+    }
+    m.fi = fi;
+    if (lease.ns !== this.host.namespace) {
+      m.job = this.host.jobId;
+      m.ns = lease.ns = this.host.namespace;
+    }
+    lease.writer!.send(m);
+  }
+
+  /** Move waiting tasks onto leases with room; without any lease left, to the agent. */
+  private drain(c: LeaseClass): void {
+    while (c.head < c.backlog.length) {
+      const e = c.backlog[c.head];
+      if (!e) {
+        c.head++; // cancelled while waiting
+        continue;
+      }
+      const lease = this.roomiest(c);
+      if (!lease) break;
+      c.backlog[c.head++] = undefined;
+      this.push(lease, e[0], e[1]);
+    }
+    if (c.head < c.backlog.length && !c.leases.some((l) => l.writer)) {
+      for (; c.head < c.backlog.length; c.head++) {
+        const e = c.backlog[c.head];
+        c.backlog[c.head] = undefined;
+        if (e) this.host.resubmit(e[0], e[1], retriesOf(e[1]));
+      }
+    }
+    if (c.head === c.backlog.length) {
+      c.backlog = [];
+      c.head = 0;
+    } else if (c.head > 4096 && c.head * 2 > c.backlog.length) {
+      c.backlog = c.backlog.slice(c.head);
+      c.head = 0;
+    }
+  }
+
+  private askLease(c: LeaseClass): void {
+    if (c.asking || c.leases.length >= MAX_LEASES) return;
+    // Refused just now: the node is busy; ask again a little later if there is still a backlog.
+    const since = performance.now() - c.denied;
+    if (since < 20) {
+      if (c.head < c.backlog.length && !c.retry) {
+        c.retry = setTimeout(() => {
+          c.retry = undefined;
+          if (c.head < c.backlog.length) this.askLease(c);
+        }, 20 - since);
+      }
+      return;
+    }
+    c.asking = true;
+    this.host.request<{ worker: string; sock: string } | null>({ t: "lease", res: c.res }).then(
+      (granted) => {
+        c.asking = false;
+        if (!granted) {
+          c.denied = performance.now();
+          if (c.head < c.backlog.length) {
+            this.drain(c); // no lease at all: the backlog goes to the agent
+            if (c.head < c.backlog.length) this.askLease(c);
+          }
+          return;
+        }
+        this.attach(c, granted.worker, granted.sock);
+      },
+      () => {
+        c.asking = false;
+        c.denied = performance.now();
+      },
+    );
+  }
+
+  private attach(c: LeaseClass, worker: string, sock: string): void {
+    const lease: DirectLease = { cls: c, worker, inflight: new Map(), idleAt: performance.now(), fns: new Map() };
+    c.leases.push(lease);
+    const socket = net.createConnection(sock);
+    socket.setNoDelay?.(true);
+    lease.socket = socket;
+    socket.on("connect", () => {
+      lease.writer = new FrameWriter(socket);
+      this.drain(c);
+      // Still more waiting than our leases hold in flight: one more worker, if the node has one.
+      if (c.head < c.backlog.length) this.askLease(c);
+      this.maybeReturn(lease);
+    });
+    const reader = new FrameReader(
+      (msgs) => {
+        for (const m of msgs as DoneMsg[]) {
+          if (m?.t === "done") {
+            if (typeof m.ms === "number") c.ms = c.ms === undefined ? m.ms : c.ms * 0.8 + m.ms * 0.2;
+            this.done(lease, m);
+          } else if (m?.t === "returned") for (const id of m.ids ?? []) this.handBack(lease, id, false);
+        }
+        this.drain(c);
+        this.maybeReturn(lease);
+      },
+      () => socket.destroy(),
+    );
+    socket.on("data", (d) => reader.push(d));
+    socket.on("error", () => {});
+    // No more tasks go there; what was in flight is settled by "leaseLost" or "done".
+    socket.on("close", () => {
+      lease.writer = undefined;
+      this.drain(c);
+    });
+  }
+
+  private done(lease: DirectLease, m: DoneMsg): void {
+    const id = m.id;
+    const spec = lease.inflight.get(id);
+    if (!spec) return;
+    lease.inflight.delete(id);
+    if (this.cancelled.delete(id)) {
+      this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
+    } else if (m.err && m.err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
+      this.host.resubmit(id, spec, retriesOf(spec) - 1);
+    } else {
+      this.host.directResult(id, m.v, m.loc, m.err, "p" in m ? m : undefined);
+    }
+  }
+
+  /** A task the leased worker could not run after all: through the agent it goes. */
+  private handBack(lease: DirectLease, id: string, crashed: boolean, why?: { kind: string; message: string }): void {
+    const spec = lease.inflight.get(id);
+    if (!spec) return;
+    lease.inflight.delete(id);
+    if (this.cancelled.delete(id)) {
+      this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
+    } else if (!crashed) {
+      this.host.resubmit(id, spec, retriesOf(spec));
+    } else if (retriesOf(spec) > 0) {
+      this.host.resubmit(id, spec, retriesOf(spec) - 1);
+    } else {
+      this.host.directResult(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
+    }
+  }
+
+  /** A lease nobody uses goes back soon: it holds a CPU the agent could give others. */
+  private maybeReturn(lease: DirectLease): void {
+    const c = lease.cls;
+    if (lease.inflight.size || c.head < c.backlog.length) return;
+    lease.idleAt = performance.now();
+    // One timer per idle spell, not one per task: a synchronous caller's next task comes
+    // within microseconds, and re-arming a timer for each would cost more than the task.
+    lease.idle ??= setTimeout(() => this.idleCheck(lease), LEASE_IDLE_MS);
+  }
+
+  private idleCheck(lease: DirectLease): void {
+    lease.idle = undefined;
+    const c = lease.cls;
+    // Busy again: maybeReturn arms the timer anew when it next falls idle.
+    if (lease.inflight.size || c.head < c.backlog.length || !c.leases.includes(lease)) return;
+    const left = lease.idleAt + LEASE_IDLE_MS - performance.now();
+    if (left > 0) {
+      lease.idle = setTimeout(() => this.idleCheck(lease), left);
+      return;
+    }
+    this.remove(lease);
+    this.host.send({ t: "leaseReturn", worker: lease.worker });
+    lease.socket?.end();
+  }
+
+  private remove(lease: DirectLease): void {
+    const c = lease.cls;
+    const i = c.leases.indexOf(lease);
+    if (i >= 0) c.leases.splice(i, 1);
+    clearTimeout(lease.idle);
+    lease.idle = undefined;
+  }
+
+  /** The agent says a leased worker is gone (it died, or was killed to cancel a task). */
+  leaseLost(worker: string, kind: string, message: string): void {
+    for (const c of this.classes.values()) {
+      for (const lease of [...c.leases]) {
+        if (lease.worker !== worker) continue;
+        this.remove(lease);
+        lease.writer = undefined;
+        for (const id of [...lease.inflight.keys()]) this.handBack(lease, id, true, { kind, message });
+        lease.socket?.destroy();
+        this.drain(c);
+      }
+    }
+  }
+
+  /**
+   * cancel(): a task still waiting here is cancelled at once; one sent to a leased worker is
+   * cancelled there (or, with force, the worker is killed). False: not a direct task.
+   */
+  cancel(id: string, force: boolean, recursive: boolean): boolean {
+    for (const c of this.classes.values()) {
+      for (let i = c.head; i < c.backlog.length; i++) {
+        const e = c.backlog[i];
+        if (e?.[0] !== id) continue;
+        c.backlog[i] = undefined;
+        if (i === c.head) c.head++;
+        this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${e[1].fn.n} (${id}) was cancelled` });
+        return true;
+      }
+      for (const lease of c.leases) {
+        if (!lease.inflight.has(id)) continue;
+        this.cancelled.add(id);
+        lease.writer?.send({ t: "cancel", id });
+        if (force) this.host.send({ t: "cancel", id, force, recursive, worker: lease.worker });
+        return true;
+      }
+    }
+    return false;
+  }
+}
+
+/** Tasks in flight on one leased worker: deep for tiny tasks, one at a time for long ones. */
+function leaseDepth(ms: number | undefined): number {
+  if (ms === undefined || ms >= 10) return 1;
+  if (ms < 0.5) return 64;
+  if (ms < 2) return 16;
+  return 4;
+}
+
+export function retriesOf(spec: DirectSpec): number {
+  const r = spec.o.maxRetries;
+  return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
+}

@@ -1,0 +1,105 @@
+// The direct path for tiny tasks and actor calls (src/runtime/direct-tasks.ts): results owned
+// by their submitter until a ref leaves the process, primitives carried as themselves, the
+// submitter-side backlog over leased workers. Real agent, real workers, through the CLI.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { TestCluster } from "../helpers/cluster.js";
+import { okJson } from "../helpers/runtime.js";
+
+const c = new TestCluster("direct");
+before(() => c.up());
+after(() => c.down());
+
+test("results of direct tasks and actor calls stay in the submitter: the agent tracks none of them", async () => {
+  const r = await c.submit(`
+    import { remote, get, nodes } from "tray";
+    const noop = remote((x: number) => x);
+    const A = remote(class A { ping(x: number) { return x; } });
+    export default async function main() {
+      const a = A.remote();
+      await get(a.ping.remote(0));
+      for (let i = 0; i < 50; i++) await get(noop.remote(i)); // a lease, and the class measured
+      const before = (await nodes())[0].store.objects;
+      const kept = [];
+      for (let i = 0; i < 2000; i++) kept.push(noop.remote(i), a.ping.remote(i));
+      const values = await get(kept);
+      const after = (await nodes())[0].store.objects;
+      const sum = values.reduce((s: number, v: number) => s + v, 0);
+      console.log(JSON.stringify({ before, after, sum, n: kept.length }));
+    }`);
+  const j = okJson(r);
+  assert.equal(j.n, 4000);
+  assert.equal(j.sum, 2 * ((2000 * 1999) / 2));
+  // 4,000 results held by the job: the agent's directory did not grow by one each.
+  assert.ok(j.after - j.before < 100, `the agent tracked ${j.after - j.before} new objects for 4,000 direct results`);
+});
+
+test("a direct result that leaves the submitter is announced first: as an argument, nested in a value, in put(), returned by a task", async () => {
+  const r = await c.submit(`
+    import { remote, get, put } from "tray";
+    const noop = remote((x: unknown) => x);
+    const double = remote((x: number) => x * 2);
+    const sumNested = remote(async (o: { refs: any[] }) => (await get(o.refs)).reduce((a: number, b: number) => a + b, 0));
+    const makeRefs = remote(() => [noop.remote(5), noop.remote(6)]);
+    const A = remote(class A { twice(x: number) { return 2 * x; } });
+    export default async function main() {
+      for (let i = 0; i < 20; i++) await get(noop.remote(i));
+      const done = noop.remote(21);
+      await get(done);                       // settled before it leaves
+      const pending = noop.remote(22);       // still in flight when it leaves
+      const a = A.remote();
+      const viaArg = await get(double.remote(done));
+      const viaPending = await get(double.remote(pending));
+      const viaNested = await get(sumNested.remote({ refs: [done, noop.remote(1)] }));
+      const viaPut = await get(sumNested.remote(await get(put({ refs: [done, pending] }))));
+      const viaActor = await get(a.twice.remote(done));
+      const inner = await get(makeRefs.remote());
+      const fromTask = await get(inner);
+      console.log(JSON.stringify({ viaArg, viaPending, viaNested, viaPut, viaActor, fromTask }));
+    }`);
+  assert.deepEqual(okJson(r), { viaArg: 42, viaPending: 44, viaNested: 22, viaPut: 43, viaActor: 42, fromTask: [5, 6] });
+});
+
+test("values keep their exact type and value on the direct path (primitives travel as themselves)", async () => {
+  const r = await c.submit(`
+    import { remote, get } from "tray";
+    const echo = remote((x: unknown) => x);
+    const kind = remote((x: unknown) => Object.is(x, -0) ? "-0" : x === undefined ? "undefined" : typeof x);
+    const A = remote(class A { echo(x: unknown) { return x; } nothing() {} });
+    export default async function main() {
+      for (let i = 0; i < 20; i++) await get(echo.remote(i));
+      const a = A.remote();
+      const vals: unknown[] = [0, -1, 2 ** 40, 1.5, NaN, Infinity, "", "s".repeat(5000), true, false, null, undefined, -0, 10n, [1, "a"]];
+      const back = await get(vals.map((v) => echo.remote(v)));
+      const backA = await get(vals.map((v) => a.echo.remote(v)));
+      const same = (x: unknown, y: unknown) => typeof x === "bigint" || Array.isArray(x) ? JSON.stringify(x, (_, v) => typeof v === "bigint" ? "n" + v : v) === JSON.stringify(y, (_, v) => typeof v === "bigint" ? "n" + v : v) : Object.is(x, y);
+      const kinds = await get([echo.remote(-0), kind.remote(-0), kind.remote(undefined), a.nothing.remote()]);
+      console.log(JSON.stringify({
+        tasks: vals.map((v, i) => same(v, back[i])),
+        actor: vals.map((v, i) => same(v, backA[i])),
+        minusZero: Object.is(kinds[0], -0), argKind: kinds[1], undefKind: kinds[2], nothing: kinds[3] === undefined,
+      }));
+    }`);
+  const j = okJson(r);
+  assert.ok(j.tasks.every(Boolean), `task values changed: ${JSON.stringify(j.tasks)}`);
+  assert.ok(j.actor.every(Boolean), `actor values changed: ${JSON.stringify(j.actor)}`);
+  assert.deepEqual([j.minusZero, j.argKind, j.undefKind, j.nothing], [true, "-0", "undefined", true]);
+});
+
+test("a burst of tiny tasks waits in the submitter and drains over leased workers; one still waiting can be cancelled", async () => {
+  const r = await c.submit(`
+    import { remote, get, cancel, TaskCancelledError } from "tray";
+    const noop = remote((x: number) => x);
+    export default async function main() {
+      for (let i = 0; i < 50; i++) await get(noop.remote(i));
+      const refs = Array.from({ length: 20000 }, (_, i) => noop.remote(i));
+      const victim = refs[19999];
+      cancel(victim);
+      let cancelled = false;
+      try { await get(victim); } catch (e) { cancelled = e instanceof TaskCancelledError; }
+      const values = await get(refs.slice(0, 19999));
+      const ok = values.every((v: number, i: number) => v === i);
+      console.log(JSON.stringify({ ok, cancelled }));
+    }`);
+  assert.deepEqual(okJson(r), { ok: true, cancelled: true });
+});
