@@ -26,6 +26,10 @@ interface ObjState {
   subscribed?: boolean;
   /** In flight on a direct path (leased worker, actor socket): its result comes from there. */
   direct?: boolean;
+  /** A direct result the agent has not been told of (see "ownership" below). */
+  local?: boolean;
+  /** Its last ref here is gone while it was in flight: released when the result arrives. */
+  dropped?: boolean;
   /** A primitive result as it came back on a direct path (never encoded here). */
   hasPv?: boolean;
   pv?: unknown;
@@ -131,6 +135,10 @@ export class Core {
   trackRef(ref: ObjectRef<any>, fresh: boolean): void {
     const n = this.localCounts.get(ref.id) ?? 0;
     this.localCounts.set(ref.id, n + 1);
+    if (n === 0) {
+      const o = this.objects.get(ref.id);
+      if (o?.dropped) o.dropped = false; // a ref to it came back before its result did
+    }
     if (n === 0 && !fresh) this.send({ t: "addref", ids: [ref.id] });
     this.registry.register(ref, ref.id);
   }
@@ -143,13 +151,14 @@ export class Core {
     }
     this.localCounts.delete(id);
     const o = this.objects.get(id);
-    this.objects.delete(id);
-    if (this.unannounced.has(id)) {
+    if (o?.local) {
       // The agent never heard of it: nothing to release there. Still in flight: the result
-      // is dropped when it arrives (see directResult).
-      if (o?.s === 1) this.unannounced.delete(id);
+      // is released when it arrives (see directResult).
+      if (o.s === 1) this.objects.delete(id);
+      else o.dropped = true;
       return;
     }
+    this.objects.delete(id);
     if (this.pendingDecrefs.length === 0) setImmediate(this.flushDecrefs);
     this.pendingDecrefs.push(id);
   }
@@ -176,20 +185,18 @@ export class Core {
   // first (`direct`, then `directDone` once ready), on the same ordered socket as the message
   // that carries it, so nobody can ever ask the agent for an object it does not know.
 
-  /** Direct results the agent has not been told of. */
-  private readonly unannounced = new Set<string>();
-
   /** A ref is about to leave this process: from now on the agent must know the object. */
   private announce(id: string): void {
-    if (!this.unannounced.delete(id)) return;
-    this.send({ t: "direct", id, actor: "" });
     const o = this.objects.get(id);
-    if (o?.s === 1) this.send({ t: "directDone", id, v: o.hasPv ? encodeValue(o.pv) : o.v, loc: o.loc });
+    if (!o?.local) return;
+    o.local = false;
+    this.send({ t: "direct", id, actor: "" });
+    if (o.s === 1) this.send({ t: "directDone", id, v: o.hasPv ? encodeValue(o.pv) : o.v, loc: o.loc });
   }
 
   /** Announce the refs nested in an encoded value that is about to leave this process. */
   announceNested(t: { r?: string[] }): void {
-    if (t.r && this.unannounced.size) for (const id of t.r) this.announce(id);
+    if (t.r) for (const id of t.r) this.announce(id);
   }
 
   // ---------------------------------------------------------------- objects
@@ -442,7 +449,7 @@ export class Core {
     this.objects.set(id, { s: 0 });
     const shape = this.shapeOf(opts);
     const spec: DirectSpec = { fn, args: this.encodeArgs(args), res: shape.res, o: shape.wire, p: ctx?.taskId };
-    const direct = !generator && DirectTasks.eligible(spec);
+    const direct = !generator && shape.direct && DirectTasks.argsEligible(spec);
     if (!direct || !this.directTasks.submit(id, spec, shape.key)) {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
       // Asked after the submit, so the agent counts this task first: a burst of tasks is never
@@ -461,9 +468,9 @@ export class Core {
       send: (m) => core.send(m as any),
       request: (m) => core.request(m),
       markDirect: (id) => {
-        const o = core.objects.get(id);
-        if (o) o.direct = true;
-        core.unannounced.add(id);
+        const o = core.objects.get(id)!;
+        o.direct = true;
+        o.local = true;
       },
       directResult: (id, v, loc, err, p) => core.directResult(id, v, loc, err, p),
       resubmit: (id, spec, maxRetries) => core.resubmit(id, spec, maxRetries),
@@ -471,15 +478,18 @@ export class Core {
 
   private resubmit(id: string, spec: DirectSpec, maxRetries: number): void {
     // The agent owns the retry (and counts us as a holder of its result from the submit on).
-    const wasLocal = this.unannounced.delete(id);
     this.send({ t: "submit", id, ...spec, o: { ...spec.o, maxRetries }, g: 0 });
     const o = this.objects.get(id);
-    if (!o) {
+    if (!o) return;
+    const wasLocal = o.local;
+    o.local = false;
+    o.direct = false;
+    if (o.dropped) {
       // Our ref was dropped meanwhile: the retry still runs (it may have effects), its result is released.
+      this.objects.delete(id);
       if (wasLocal) this.send({ t: "decref", ids: [id] });
       return;
     }
-    o.direct = false;
     // Someone may be waiting already: the agent tells us when the retry is done.
     if (o.s === 0 && o.waiters?.length) {
       o.subscribed = false;
@@ -492,7 +502,8 @@ export class Core {
     let sh = this.shapes.get(opts);
     if (!sh || sh.ns !== this.namespace) {
       const res = demandOf(opts, "task");
-      sh = { ns: this.namespace, res, key: JSON.stringify(res), wire: taskWireOptions(opts, this.namespace) };
+      const wire = taskWireOptions(opts, this.namespace);
+      sh = { ns: this.namespace, res, key: JSON.stringify(res), wire, direct: DirectTasks.shapeEligible(res, wire) };
       this.shapes.set(opts, sh);
     }
     return sh;
@@ -527,8 +538,9 @@ export class Core {
     // Straight to the actor when it listens for us, its arguments are plain values, and no
     // call of ours is still on the way through the agent (calls must run in order).
     if (d.writer && d.agentOutstanding === 0 && encoded.every((a) => !("ref" in a))) {
-      this.objects.get(id)!.direct = true;
-      this.unannounced.add(id);
+      const o = this.objects.get(id)!;
+      o.direct = true;
+      o.local = true;
       d.inflight.add(id);
       d.writer.send({ t: "actorCall", id, m: method, args: encoded });
     } else {
@@ -581,13 +593,17 @@ export class Core {
 
   private directResult(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError, p?: { p?: unknown }): void {
     const o = this.objects.get(id);
-    if (this.unannounced.has(id)) {
-      // A stored result is a file the agent's store must account for and free: always told.
-      if (loc || !o) this.unannounced.delete(id);
+    if (o?.local) {
       if (loc) {
+        // A stored result is a file the agent's store must account for and free: always told.
+        o.local = false;
         this.send({ t: "direct", id, actor: "" });
         this.send({ t: "directDone", id, loc });
-        if (!o) this.send({ t: "decref", ids: [id] });
+        if (o.dropped) this.send({ t: "decref", ids: [id] });
+      }
+      if (o.dropped) {
+        this.objects.delete(id);
+        return;
       }
     } else {
       this.send({ t: "directDone", id, v: p ? encodeValue(p.p) : v, loc, err });
@@ -718,6 +734,8 @@ interface TaskShape {
   key: string;
   /** shared by every task of the shape: never mutated (a retry copies it) */
   wire: Record<string, unknown>;
+  /** tasks of this shape may go to a leased worker */
+  direct: boolean;
 }
 
 /** The object's bytes: exactly `size` of them (a reused store file may be longer). */

@@ -85,8 +85,14 @@ export interface DoneMsg {
   ids?: string[];
 }
 
+/** TRAY_DIRECT_TASKS=0 sends every task through the agent (read once: process.env is slow). */
+const DIRECT_OFF = process.env.TRAY_DIRECT_TASKS === "0";
+
 /** A lease nobody has used for this long goes back: it holds a CPU the agent could give others. */
 const LEASE_IDLE_MS = 10;
+
+/** Tasks shorter than this (ms) keep to one leased worker per submitter (see askLease). */
+const ONE_WORKER_MS = 0.01;
 
 /** Most leases one submitter holds per shape (the node's free workers bound it first). */
 const MAX_LEASES = 64;
@@ -97,8 +103,13 @@ export class DirectTasks {
 
   constructor(private readonly host: DirectHost) {}
 
-  static eligible(spec: DirectSpec): boolean {
-    if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
+  /** Whether tasks of this shape may take the direct path at all (worked out once per shape). */
+  static shapeEligible(res: Record<string, number>, o: Record<string, unknown>): boolean {
+    return !(DIRECT_OFF || o.strategy || o.env || res.GPU);
+  }
+
+  /** ...and this task: ref arguments are resolved by the agent. */
+  static argsEligible(spec: DirectSpec): boolean {
     for (const a of spec.args) if ("ref" in a) return false;
     return true;
   }
@@ -195,6 +206,9 @@ export class DirectTasks {
 
   private askLease(c: LeaseClass): void {
     if (c.asking || c.leases.length >= MAX_LEASES) return;
+    // Tasks this short are run by one worker faster than this process can send them: a second
+    // worker would only add a process competing for the same cores.
+    if (c.leases.length && c.ms !== undefined && c.ms < ONE_WORKER_MS) return;
     // Refused just now: the node is busy; ask again a little later if there is still a backlog.
     const since = performance.now() - c.denied;
     if (since < 20) {
