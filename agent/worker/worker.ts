@@ -176,6 +176,11 @@ export async function runWorker(): Promise<void> {
       if (m.t === "task") {
         if (core.jobId === "" && m.job) core.jobId = m.job;
         if (m.ns) core.namespace = m.ns;
+        if (core.blocked) {
+          // The running task waits on others: a task queued behind it might be one of them.
+          m.replyTo!.send({ t: "returned", ids: [m.id] });
+          return;
+        }
         queue.push(m as TaskMsg);
         void pump();
       } else if (m.t === "cancel") {

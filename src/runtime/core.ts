@@ -72,6 +72,10 @@ export class Core {
   /** Set by the worker: hands back tasks queued behind one that now waits (see "blocked"). */
   onBlocked?: () => string[];
   private blockedDepth = 0;
+  /** The running task waits in get/wait (its worker's CPU is lent out meanwhile). */
+  get blocked(): boolean {
+    return this.blockedDepth > 0;
+  }
   /** Bytes of stored (large) objects written or read since the last collection. */
   private storedBytesSinceGc = 0;
   private gcScheduled = false;

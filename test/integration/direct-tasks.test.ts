@@ -103,3 +103,19 @@ test("a burst of tiny tasks waits in the submitter and drains over leased worker
     }`);
   assert.deepEqual(okJson(r), { ok: true, cancelled: true });
 });
+
+test("tasks that wait on their own subtasks, mixed with tiny ones of the same shape, never deadlock a leased worker", async () => {
+  const r = await c.submit(`
+    import { remote, get } from "tray";
+    const leaf = remote((x: number) => x);
+    const parent = remote(async (x: number) => (await get([leaf.remote(x), leaf.remote(1)])).reduce((a: number, b: number) => a + b, 0));
+    export default async function main() {
+      for (let i = 0; i < 50; i++) await get(leaf.remote(i)); // tiny: deep pipelines, a backlog
+      const refs = [];
+      for (let i = 0; i < 300; i++) refs.push(i % 3 ? leaf.remote(i) : parent.remote(i));
+      const values = await get(refs);
+      const ok = values.every((v: number, i: number) => v === (i % 3 ? i : i + 1));
+      console.log(JSON.stringify({ ok }));
+    }`);
+  assert.deepEqual(okJson(r), { ok: true });
+});
