@@ -167,6 +167,9 @@ export class Core {
       const loc = this.writeStored(id, tagged);
       this.objects.set(id, { s: 1, loc });
       this.send({ t: "seal", id, loc });
+      // Now, not after the running code: the agent pre-faults the store's next warm file from
+      // this seal, and a loop of puts that never yields to the event loop would hold it back.
+      this.flush();
     } else {
       this.objects.set(id, { s: 1, v: tagged });
       this.send({ t: "put", id, v: tagged });
