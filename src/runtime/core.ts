@@ -8,7 +8,7 @@ import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
-import { writeObjectFile } from "./recycle.js";
+import { readGrowing, writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import type { FnRef } from "./remote.js";
@@ -296,7 +296,7 @@ export class Core {
       if (loc.e === 2 && !loc.path) throw new Error("object error without data");
       let bytes: Buffer;
       try {
-        bytes = readExactly(loc.path, loc.size);
+        bytes = loc.g ? await readGrowing(loc.path, loc.size) : readExactly(loc.path, loc.size);
         this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
         if (e.code !== "ENOENT") throw e;
