@@ -230,10 +230,17 @@ export class NodeAgent {
       send: (m) => writer.send(m),
       notify: (id, e) => {
         if (e.loc && this.net && e.loc.node !== this.opts.nodeId) {
-          // Lives on another node: copy it here first, processes read only local files.
-          this.net.localize(e).then(
-            () => conn.notify(id, e),
-            (err) => conn.notify(id, lostEntry(id, this.opts.nodeName, `its copy on another node could not be fetched (${err.message})`)),
+          // Lives on another node: copy it here first, processes read only local files. The
+          // process may read the copy while it lands (a `g` location): it learns of a failed
+          // transfer from the file going away, and asks again.
+          let told = false;
+          this.net.localize(e, (growing) => {
+            told = true;
+            if (conn.readyItems.length === 0) process.nextTick(() => this.flushReady(conn));
+            conn.readyItems.push({ id, loc: growing });
+          }).then(
+            () => told || conn.notify(id, e),
+            (err) => told || conn.notify(id, lostEntry(id, this.opts.nodeName, `its copy on another node could not be fetched (${err.message})`)),
           );
           return;
         }

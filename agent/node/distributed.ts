@@ -5,7 +5,6 @@
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
 import type { NodeAgent, Task, Actor, Conn } from "./agent.js";
 import type { ClusterMsg, NodeView, RemoteTask } from "../../src/protocol/cluster.js";
 import type { StoredLoc, Tagged } from "../../src/protocol/values.js";
@@ -16,14 +15,14 @@ import { Link, dial } from "../cluster/link.js";
 import { HeadConnection, NodeTable, tokenMatches } from "../cluster/membership.js";
 import { place, type Placement, type Strategy } from "./placement.js";
 import { takeParkedFile } from "../../src/runtime/recycle.js";
+import { fetchInto, sendFile } from "./transfer.js";
 import { subtract, type Resources } from "./resources.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
-const CHUNK = 4 * 1024 * 1024;
+const FETCH_STALL_MS = Number(process.env.TRAY_FETCH_STALL_MS) || 30_000;
 
 const ownerLost = (id: string, node: string) =>
   `object ${id} was lost: it was owned by node ${node}, which died (objects made with put() and results owned by a dead node cannot be rebuilt)`;
-const WINDOW = 4;
 
 type Subscriber = { notify(id: string, e: ObjEntry): void };
 
@@ -312,18 +311,44 @@ export class Distributed {
 
   // ------------------------------------------------------------------ objects
 
-  /** Pull an object from the node holding it into our store, in chunks, a few in flight. */
-  pull(id: string, loc: StoredLoc): Promise<StoredLoc> {
+  /** Pulls under way that local readers may follow as they land: id -> the growing copy, once it exists. */
+  private readonly streaming = new Map<string, { loc?: StoredLoc; fns: Array<(l: StoredLoc) => void> }>();
+
+  /**
+   * Pull an object from the node holding it into our store. `onStream`: the caller (a local
+   * process waiting in get) can read the copy while it arrives; it gets a location marked `g`
+   * as soon as bytes flow, and the pull then writes a fresh file whose length is its progress.
+   * Without it (task arguments, which must be whole before the task is queued) the copy goes
+   * into a warm parked file when one fits.
+   */
+  pull(id: string, loc: StoredLoc, onStream?: (growing: StoredLoc) => void): Promise<StoredLoc> {
     if (loc.node === this.selfId) return Promise.resolve(loc);
     const have = this.copies.get(id);
     if (have) return Promise.resolve(have);
     let p = this.pulls.get(id);
-    if (p) return p;
+    if (p) {
+      const st = this.streaming.get(id);
+      if (st && onStream) {
+        if (st.loc) onStream(st.loc);
+        else st.fns.push(onStream);
+      }
+      return p;
+    }
+    const st = onStream ? { fns: [onStream] as Array<(l: StoredLoc) => void>, loc: undefined as StoredLoc | undefined } : undefined;
+    if (st) this.streaming.set(id, st);
     p = (async () => {
       const file = path.join(this.agent.store.dir, id.replace(/[^A-Za-z0-9._-]/g, "_"));
-      const rc = takeParkedFile(this.agent.store.dir, loc.size, file);
-      await this.fetchObject(loc, id, file, !!rc);
+      const rc = st ? undefined : takeParkedFile(this.agent.store.dir, loc.size, file);
+      const started = st
+        ? () => {
+            st.loc = { ...loc, path: file, node: this.selfId, g: 1 };
+            for (const f of st.fns.splice(0)) f(st.loc);
+          }
+        : undefined;
+      // On failure fetchObject removes the file (a parked one taken for it too).
+      await this.fetchObject(loc, id, file, !!rc, started);
       const local: StoredLoc = { ...loc, path: file, node: this.selfId, rc };
+      if (!rc) delete local.rc;
       this.copies.set(id, local);
       this.agent.store.add(id, local);
       // The owner frees every copy with its object: tell it this node now holds one (a copy
@@ -333,42 +358,34 @@ export class Distributed {
       return local;
     })();
     this.pulls.set(id, p);
-    p.finally(() => this.pulls.delete(id)).catch(() => {});
+    p.finally(() => {
+      this.pulls.delete(id);
+      this.streaming.delete(id);
+    }).catch(() => {});
     return p;
   }
 
   /**
    * Copy an object's bytes from the node holding it: one HTTP stream (GET /object/<id> on its
-   * peer port, cluster token required), written to our store as it arrives. TCP and Node's
-   * streams give the back-pressure; nothing is re-encoded on the way.
+   * peer port, cluster token required), written to our store as it arrives (fetchInto in
+   * transfer.ts). TCP gives the back-pressure; nothing is re-encoded on the way.
    */
-  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean): Promise<void> {
+  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart?: () => void): Promise<void> {
     const n = this.view.get(loc.node);
     if (!n || !n.alive) return Promise.reject(new Error(`node ${loc.node.slice(0, 8)} holding it is not alive`));
-    return new Promise<void>((resolve, reject) => {
-      const req = http.get(
-        { host: n.ip, port: n.port, path: `/object/${encodeURIComponent(id)}`, headers: { authorization: `Bearer ${this.token}` }, agent: this.httpAgent },
-        (res) => {
-          if (res.statusCode !== 200) {
-            res.resume();
-            reject(new Error(`node ${n.name} answered ${res.statusCode} for object ${id}`));
-            return;
-          }
-          // A parked file is overwritten in place (warm pages), then cut to size.
-          const out = fs.createWriteStream(file, { highWaterMark: CHUNK, flags: reuse ? "r+" : "w" });
-          pipeline(res, out).then(() => {
-            if (reuse) fs.truncateSync(file, loc.size);
-            const got = fs.statSync(file).size;
-            if (got !== loc.size) reject(new Error(`object ${id} arrived with ${got} of ${loc.size} bytes`));
-            else resolve();
-          }, reject);
-        },
-      );
-      req.on("error", reject);
+    return fetchInto({
+      host: n.ip,
+      port: n.port,
+      path: `/object/${encodeURIComponent(id)}`,
+      token: this.token,
+      file,
+      size: loc.size,
+      reuse,
+      stallMs: FETCH_STALL_MS,
+      onStart,
+      peer: n.name,
     });
   }
-
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: WINDOW });
 
   /** Serve GET /object/<id> to peers (see fetchObject); false for any other request. */
   serveHttp(req: http.IncomingMessage, res: http.ServerResponse): boolean {
@@ -385,16 +402,23 @@ export class Distributed {
       return true;
     }
     this.agent.store.touch(id);
+    let fd: number;
+    try {
+      fd = fs.openSync(loc.path, "r"); // its current path: a spill moves it and updates loc
+    } catch (e) {
+      res.writeHead(404).end(`object ${id} could not be opened on node ${this.agent.opts.nodeName}: ${(e as Error).message}\n`);
+      return true;
+    }
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(loc.size) });
-    pipeline(fs.createReadStream(loc.path, { highWaterMark: CHUNK }), res).catch(() => res.destroy());
+    sendFile(res, fd, loc.size, () => {});
     return true;
   }
 
   /** Make sure an entry's value can be read on this node (pull a remote copy first). */
-  async localize(e: ObjEntry): Promise<void> {
+  async localize(e: ObjEntry, onStream?: (growing: StoredLoc) => void): Promise<void> {
     if (!e.loc || e.loc.node === this.selfId) return;
     const holder = e.loc.node;
-    e.loc = await this.pull(e.id, e.loc);
+    e.loc = await this.pull(e.id, e.loc, onStream);
     if (this.ownerOf(e.id) === this.selfId) {
       let s = this.copyHolders.get(e.id);
       if (!s) this.copyHolders.set(e.id, (s = new Set()));

@@ -8,6 +8,21 @@ import { FREE_DIR, RECYCLE_MIN_BYTES } from "../../src/runtime/recycle.js";
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
 const PREFAULT_MIN_BYTES = 8 * 1024 * 1024;
+/** Warm files kept ready per size class. */
+const WARM_PER_CLASS = 2;
+/** Pre-faulting writes zeros from this buffer (allocated once, on first use). */
+let zeroBuf: Buffer | undefined;
+const zeros = (): Buffer => (zeroBuf ??= Buffer.alloc(4 * 1024 * 1024));
+
+/**
+ * The size a pre-faulted file gets for an object of `size` bytes: rounded up to the next
+ * eighth of its power of two (1 MiB at least), so a file fits the next object of about the
+ * same size with at most 12.5% to cut off, where rounding to a power of two wasted up to half.
+ */
+export function sizeClass(size: number): number {
+  const step = Math.max(1024 * 1024, 2 ** (Math.floor(Math.log2(Math.max(size, 1))) - 3));
+  return Math.ceil(size / step) * step;
+}
 
 export class ObjectStore {
   used = 0;
@@ -51,37 +66,80 @@ export class ObjectStore {
     if (loc.size >= PREFAULT_MIN_BYTES) this.prefault(loc.size);
   }
 
+  /** Size class being pre-faulted now (0: none). */
   private prefaulting = 0;
+  /** Size classes wanted warm, latest last (a class asked for while another is pre-faulted waits here). */
+  private readonly wanted = new Set<number>();
+
+  /** Parked files that can take an object of `size` and still exist (a writer may have taken one already). */
+  private warmFor(size: number): number {
+    let n = 0;
+    for (const [name, s] of this.parked) {
+      if (s < size || s > size * 2) continue;
+      if (fs.existsSync(path.join(this.dir, FREE_DIR, name))) n++;
+      else {
+        // Taken by a writer whose seal has not arrived yet: it is no longer warm memory we hold.
+        this.parked.delete(name);
+        this.parkedBytes -= s;
+      }
+    }
+    return n;
+  }
 
   /**
-   * After a big object of some size, have a parked file of that size class ready (pages
-   * touched in the background, on libuv's thread pool), so the next one of a similar size is
-   * written into warm memory: what a pre-mapped arena gives Ray's plasma store.
+   * After a big object of some size, have WARM_PER_CLASS parked files of its size class ready
+   * (pages touched in the background, on libuv's thread pool), so the next ones of a similar
+   * size are written into warm memory: what a pre-mapped arena gives Ray's plasma store. Two,
+   * so a writer that puts again right away still finds one while the next is being made.
    */
   private prefault(size: number): void {
-    const cls = 2 ** Math.ceil(Math.log2(size));
-    for (const s of this.parked.values()) if (s >= size && s <= size * 2) return;
-    if (this.prefaulting || this.parkedBytes + cls > this.parkCap || this.used + this.parkedBytes + cls > this.capacity) return;
+    const cls = sizeClass(size);
+    if (this.warmFor(size) >= WARM_PER_CLASS) return;
+    if (this.prefaulting) {
+      this.wanted.add(cls);
+      return;
+    }
+    if (this.parkedBytes + cls > this.parkCap || this.used + this.parkedBytes + cls > this.capacity) return;
     this.prefaulting = cls;
     const name = `${cls}.${++this.parkSeq}`;
     // Written beside .free/ and renamed in only once complete: a writer that took a file
     // still being filled got its data overwritten with zeros and the file re-extended.
+    // Zeros from one small reused buffer: only the file's pages are touched, not ours.
     const tmp = path.join(this.dir, `.prefault-${name}`);
-    fs.writeFile(tmp, Buffer.alloc(cls), (err) => {
+    const done = (ok: boolean) => {
       this.prefaulting = 0;
-      if (!err) {
+      if (ok) {
         try {
           fs.renameSync(tmp, path.join(this.dir, FREE_DIR, name));
           this.parked.set(name, cls);
           this.parkedBytes += cls;
-          return;
+          this.prefaultCount++;
         } catch {
-          /* the store is going away */
+          ok = false; // the store is going away
         }
       }
-      fs.unlink(tmp, () => {});
+      if (!ok) fs.unlink(tmp, () => {});
+      const next = [...this.wanted].pop();
+      this.wanted.clear();
+      if (ok && !this.destroyed) this.prefault(next ?? cls);
+    };
+    fs.open(tmp, "w", 0o600, (err, fd) => {
+      if (err) return done(false);
+      let off = 0;
+      const step = (e: Error | null) => {
+        if (e || this.destroyed) return fs.close(fd, () => done(false));
+        if (off >= cls) return fs.close(fd, (ce) => done(!ce));
+        const z = zeros();
+        const n = Math.min(z.length, cls - off);
+        const at = off;
+        off += n;
+        fs.write(fd, z, 0, n, at, (we) => step(we));
+      };
+      step(null);
     });
   }
+  prefaultCount = 0;
+  private destroyed = false;
 
   /** Mark an object as just used (moves it to the young end). */
   touch(id: string): void {
@@ -165,6 +223,7 @@ export class ObjectStore {
 
   /** Remove every file: the agent is going away. */
   destroy(): void {
+    this.destroyed = true;
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.rmSync(this.spillDir, { recursive: true, force: true });
   }
@@ -177,6 +236,7 @@ export class ObjectStore {
       spilledBytes: this.spilledBytes,
       spillCount: this.spillCount,
       parkedBytes: this.parkedBytes,
+      prefaultCount: this.prefaultCount,
       restoreCount: this.restoreCount,
     };
   }

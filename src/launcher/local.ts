@@ -177,10 +177,13 @@ export async function downLocal(state: ClusterState, progress: Progress, workers
     writeState(state);
     return removed;
   }
-  // Shared memory of agents that died without cleaning up.
+  // Shared memory of agents that died without cleaning up: this cluster's nodes only. Another
+  // cluster of the same name (another TRAY_HOME, e.g. a benchmark running beside) has stores
+  // named alike, and removing those broke its puts with ENOENT.
+  const ours = new Set(state.nodes.map((n) => `tray-${state.name}-${n.id.slice(0, 8)}`));
   try {
     for (const f of fs.readdirSync("/dev/shm")) {
-      if (f.startsWith(`tray-${state.name}-`)) {
+      if (ours.has(f)) {
         fs.rmSync(path.join("/dev/shm", f), { recursive: true, force: true });
         removed.push(`/dev/shm/${f}`);
       }

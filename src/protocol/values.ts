@@ -37,4 +37,9 @@ export interface StoredLoc {
   node: string;
   /** the parked store file the writer reused (the store stops counting it as parked) */
   rc?: string;
+  /**
+   * 1: a copy still arriving from another node; the file grows to `size` bytes (read it as it
+   * comes, see readGrowing in src/runtime/recycle.ts). Only ever sent to local processes.
+   */
+  g?: 1;
 }

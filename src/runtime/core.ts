@@ -8,7 +8,7 @@ import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
-import { writeObjectFile } from "./recycle.js";
+import { readGrowing, writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import type { FnRef } from "./remote.js";
@@ -220,6 +220,9 @@ export class Core {
       const loc = this.writeStored(id, tagged);
       this.objects.set(id, { s: 1, loc });
       this.send({ t: "seal", id, loc });
+      // Now, not after the running code: the agent pre-faults the store's next warm file from
+      // this seal, and a loop of puts that never yields to the event loop would hold it back.
+      this.flush();
     } else {
       this.objects.set(id, { s: 1, v: tagged });
       this.send({ t: "put", id, v: tagged });
@@ -365,7 +368,7 @@ export class Core {
       if (loc.e === 2 && !loc.path) throw new Error("object error without data");
       let bytes: Buffer;
       try {
-        bytes = readExactly(loc.path, loc.size);
+        bytes = loc.g ? await readGrowing(loc.path, loc.size) : readExactly(loc.path, loc.size);
         this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
         if (e.code !== "ENOENT") throw e;

@@ -54,3 +54,33 @@ export function writeObjectFile(storeDir: string, target: string, data: Uint8Arr
   }
   return taken;
 }
+
+/**
+ * Read an object's file while it is still arriving from another node (StoredLoc.g): the file
+ * grows to `size` bytes as the copy lands, so the reader copies what is there and waits for
+ * more, instead of waiting for the whole transfer first. If the transfer fails the agent
+ * removes the file: the reader sees its file unlinked and fails with code ENOENT, which makes
+ * Core ask the agent for the object again.
+ */
+export async function readGrowing(file: string, size: number): Promise<Buffer> {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const n = fs.readSync(fd, buf, off, Math.min(size - off, GROWING_READ_BYTES), off);
+      if (n > 0) {
+        off += n;
+        continue;
+      }
+      if (fs.fstatSync(fd).nlink === 0) {
+        throw Object.assign(new Error(`the copy of ${path.basename(file)} being fetched was abandoned after ${off} of ${size} bytes`), { code: "ENOENT" });
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    return buf;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+const GROWING_READ_BYTES = 8 * 1024 * 1024;
