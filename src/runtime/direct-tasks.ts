@@ -53,8 +53,6 @@ interface LeaseClass {
   /** When the agent last had no worker for us. */
   denied: number;
   retry?: NodeJS.Timeout;
-  /** Recent task duration (EWMA, ms) of this shape. */
-  ms?: number;
 }
 
 interface DirectLease {
@@ -100,6 +98,8 @@ const MAX_LEASES = 64;
 export class DirectTasks {
   private readonly classes = new Map<string, LeaseClass>();
   private readonly cancelled = new Set<string>();
+  /** Recent duration (EWMA, ms) of each function's tasks on leased workers. */
+  private readonly fnMs = new WeakMap<FnRef, number>();
 
   constructor(private readonly host: DirectHost) {}
 
@@ -127,14 +127,17 @@ export class DirectTasks {
    */
   submit(id: string, spec: DirectSpec, key: string): boolean {
     const c = this.classOf(key, spec.res);
+    const ms = this.fnMs.get(spec.fn);
     if (c.head === c.backlog.length) {
-      const lease = this.roomiest(c);
+      const lease = this.roomiest(c, ms);
       if (lease) {
         this.push(lease, id, spec);
         return true;
       }
     }
-    if (c.leases.length && c.ms !== undefined && c.ms < 2) {
+    // Measured per function, not per resource shape: a slow function called after a burst of
+    // tiny ones must not wait here behind them; it goes to the agent, which spreads it.
+    if (c.leases.length && ms !== undefined && ms < 2) {
       // Tiny tasks: our leased workers will be free again within moments; keep them here.
       c.backlog.push([id, spec]);
       this.host.markDirect(id);
@@ -149,8 +152,8 @@ export class DirectTasks {
     this.askLease(this.classOf(key, res));
   }
 
-  private roomiest(c: LeaseClass): DirectLease | undefined {
-    const depth = leaseDepth(c.ms);
+  private roomiest(c: LeaseClass, ms: number | undefined): DirectLease | undefined {
+    const depth = leaseDepth(ms);
     let best: DirectLease | undefined;
     for (const l of c.leases) if (l.writer && l.inflight.size < depth && (!best || l.inflight.size < best.inflight.size)) best = l;
     return best;
@@ -183,7 +186,7 @@ export class DirectTasks {
         c.head++; // cancelled while waiting
         continue;
       }
-      const lease = this.roomiest(c);
+      const lease = this.roomiest(c, this.fnMs.get(e[1].fn));
       if (!lease) break;
       c.backlog[c.head++] = undefined;
       this.push(lease, e[0], e[1]);
@@ -208,7 +211,9 @@ export class DirectTasks {
     if (c.asking || c.leases.length >= MAX_LEASES) return;
     // Tasks this short are run by one worker faster than this process can send them: a second
     // worker would only add a process competing for the same cores.
-    if (c.leases.length && c.ms !== undefined && c.ms < ONE_WORKER_MS) return;
+    const next = c.backlog[c.head];
+    const ms = next && this.fnMs.get(next[1].fn);
+    if (c.leases.length && ms !== undefined && ms < ONE_WORKER_MS) return;
     // Refused just now: the node is busy; ask again a little later if there is still a backlog.
     const since = performance.now() - c.denied;
     if (since < 20) {
@@ -258,7 +263,11 @@ export class DirectTasks {
       (msgs) => {
         for (const m of msgs as DoneMsg[]) {
           if (m?.t === "done") {
-            if (typeof m.ms === "number") c.ms = c.ms === undefined ? m.ms : c.ms * 0.8 + m.ms * 0.2;
+            const spec = typeof m.ms === "number" ? lease.inflight.get(m.id) : undefined;
+            if (spec) {
+              const old = this.fnMs.get(spec.fn);
+              this.fnMs.set(spec.fn, old === undefined ? m.ms! : old * 0.8 + m.ms! * 0.2);
+            }
             this.done(lease, m);
           } else if (m?.t === "returned") for (const id of m.ids ?? []) this.handBack(lease, id, false);
         }

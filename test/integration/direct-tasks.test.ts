@@ -119,3 +119,20 @@ test("tasks that wait on their own subtasks, mixed with tiny ones of the same sh
     }`);
   assert.deepEqual(okJson(r), { ok: true });
 });
+
+test("a slow function called after a burst of tiny ones of the same shape still runs on every CPU (durations are measured per function)", async () => {
+  const r = await c.submit(`
+    import { remote, get } from "tray";
+    const tiny = remote((x: number) => x);
+    const slow = remote(async (i: number) => { const start = Date.now(); await new Promise((r) => setTimeout(r, 400)); return { i, start, end: Date.now() }; });
+    export default async function main() {
+      for (let k = 0; k < 3; k++) await get(Array.from({ length: 2000 }, (_, i) => tiny.remote(i)));
+      await get(slow.remote(-1)); // measured once: slow
+      const runs = await get(Array.from({ length: 4 }, (_, i) => slow.remote(i)));
+      // on 2 CPUs, some two of the four must have overlapped in time
+      let overlap = false;
+      for (const a of runs) for (const b of runs) if (a.i < b.i && a.start < b.end && b.start < a.end) overlap = true;
+      console.log(JSON.stringify({ overlap }));
+    }`);
+  assert.deepEqual(okJson(r), { overlap: true });
+});
