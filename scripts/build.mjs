@@ -46,6 +46,26 @@ const missingProviders = {
     }));
   },
 };
+// The CLI runs where tray is installed, beside its node_modules: dependencies stay external
+// (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider), except the
+// few pure-JS ones that every `tray submit` needs. Those are bundled in: loading them from
+// node_modules cost ~100 ms per command (dozens of files resolved, read and scanned for
+// CommonJS exports). msgpackr is taken without its optional native string extractor
+// (msgpackr-extract, ~13 ms to load; it only speeds up decoding large frames).
+const CLI_BUNDLED = new Set(["commander", "ws", "msgpackr"]);
+const cliPackages = {
+  name: "cli-packages",
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (a) => {
+      if (a.path.startsWith("node:") || a.pluginData === "cli-packages") return undefined;
+      const name = a.path.startsWith("@") ? a.path.split("/").slice(0, 2).join("/") : a.path.split("/")[0];
+      if (!CLI_BUNDLED.has(name)) return { path: a.path, external: true };
+      if (a.path !== "msgpackr") return undefined;
+      const r = await b.resolve(a.path, { kind: a.kind, resolveDir: a.resolveDir, pluginData: "cli-packages" });
+      return r.errors.length ? r : { path: path.join(path.dirname(r.path), "index.js") };
+    });
+  },
+};
 const common = {
   bundle: true,
   platform: "node",
@@ -65,10 +85,7 @@ await Promise.all([
     splitting: true,
     chunkNames: "chunks/[name]-[hash]",
     jsx: "automatic",
-    plugins: [missingProviders],
-    // The CLI runs where tray is installed, beside its node_modules: dependencies stay
-    // external (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider).
-    packages: "external",
+    plugins: [missingProviders, cliPackages],
   }),
   build({
     ...common,
