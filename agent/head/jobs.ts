@@ -58,7 +58,9 @@ export class JobManager {
   }
 
   submit(req: { hash: string; entrypoint: string; args: string[]; env?: Record<string, string>; namespace?: string }): JobRecord {
-    if (!this.hasBundle(req.hash)) throw new Error(`bundle ${req.hash} was not uploaded; upload it with putBundle first`);
+    if (!this.hasBundle(req.hash)) {
+      throw Object.assign(new Error(`bundle ${req.hash} was not uploaded; upload it with putBundle first`), { code: "NO_BUNDLE" });
+    }
     const id = `job-${Date.now().toString(36)}${crypto.randomBytes(3).toString("hex")}`;
     const job: JobRecord = {
       id,
