@@ -66,6 +66,20 @@ const cliPackages = {
     });
   },
 };
+// ws requires https, tls and zlib when it loads, but the CLI only opens ws:// connections
+// (loopback, or through its SSH tunnel) without compression: in the CLI they load on first use.
+const lazyBuiltins = {
+  name: "lazy-builtins",
+  setup(b) {
+    b.onResolve({ filter: /^(https|tls|zlib)$/ }, (a) =>
+      /[\\/]node_modules[\\/]ws[\\/]/.test(a.importer) ? { path: a.path, namespace: "lazy-builtin" } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (a) => ({
+      contents: `let m; module.exports = new Proxy({}, { get: (_, k) => (m ??= require("node:${a.path}"))[k] });`,
+      loader: "js",
+    }));
+  },
+};
 const common = {
   bundle: true,
   platform: "node",
@@ -85,7 +99,7 @@ await Promise.all([
     splitting: true,
     chunkNames: "chunks/[name]-[hash]",
     jsx: "automatic",
-    plugins: [missingProviders, cliPackages],
+    plugins: [missingProviders, lazyBuiltins, cliPackages],
   }),
   build({
     ...common,
