@@ -3,6 +3,7 @@
 // better-sqlite3 native addon beside the agent. Skips work when dist/ is newer than sources.
 import { build } from "esbuild";
 import fs from "node:fs";
+import { builtinModules } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -66,18 +67,29 @@ const cliPackages = {
     });
   },
 };
-// ws requires https, tls and zlib when it loads, but the CLI only opens ws:// connections
-// (loopback, or through its SSH tunnel) without compression: in the CLI they load on first use.
-const lazyBuiltins = {
-  name: "lazy-builtins",
+// Node built-ins in the CLI, for a faster start:
+// - ws requires https, tls and zlib when it loads, but the CLI only opens ws:// connections
+//   (loopback, or through its SSH tunnel) without compression; commander requires
+//   child_process for executable subcommands, which tray has none of: these load on first use.
+// - Our own `import ... from "node:x"` becomes require("node:x"). An ES import of a built-in
+//   reads every export of it, which runs Node's lazy getters: importing node:crypto loaded
+//   all of WebCrypto (~5-10 ms) that the CLI never uses.
+const LAZY_IN = { ws: ["https", "tls", "zlib"], commander: ["child_process", "node:child_process"] };
+const builtinsForCli = {
+  name: "builtins-for-cli",
   setup(b) {
-    b.onResolve({ filter: /^(https|tls|zlib)$/ }, (a) =>
-      /[\\/]node_modules[\\/]ws[\\/]/.test(a.importer) ? { path: a.path, namespace: "lazy-builtin" } : undefined,
-    );
+    b.onResolve({ filter: /^[a-z_]+(\/[a-z_]+)?$|^node:/ }, (a) => {
+      const name = a.path.replace(/^node:/, "");
+      if (!builtinModules.includes(name)) return undefined;
+      const pkg = a.importer.match(/[\\/]node_modules[\\/]([^\\/]+)[\\/]/)?.[1];
+      if (pkg) return LAZY_IN[pkg]?.includes(a.path) ? { path: name, namespace: "lazy-builtin" } : undefined;
+      return a.kind === "import-statement" ? { path: name, namespace: "required-builtin" } : undefined;
+    });
     b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (a) => ({
       contents: `let m; module.exports = new Proxy({}, { get: (_, k) => (m ??= require("node:${a.path}"))[k] });`,
       loader: "js",
     }));
+    b.onLoad({ filter: /.*/, namespace: "required-builtin" }, (a) => ({ contents: `module.exports = require("node:${a.path}");`, loader: "js" }));
   },
 };
 const common = {
@@ -99,7 +111,7 @@ await Promise.all([
     splitting: true,
     chunkNames: "chunks/[name]-[hash]",
     jsx: "automatic",
-    plugins: [missingProviders, lazyBuiltins, cliPackages],
+    plugins: [missingProviders, builtinsForCli, cliPackages],
   }),
   build({
     ...common,
