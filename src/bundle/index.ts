@@ -6,8 +6,9 @@
 // The submitter keeps a cache of bundles (<TRAY_HOME>/cache/bundles/): an entry records every
 // file esbuild read (content sha256, size, mtime) and what could change how imports resolve
 // (the mtime of each input's folder, so an added or removed file counts; package.json,
-// tsconfig.json and jsconfig.json of every folder above an input). A submit whose records all
-// still hold reuses the bundle without loading esbuild (~100 ms); any difference rebuilds.
+// tsconfig.json and jsconfig.json of every folder above an input; node_modules/<package> of
+// every folder above an importer, symlinks as themselves). A submit whose records all still
+// hold reuses the bundle without loading esbuild (~100 ms); any difference rebuilds.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -45,7 +46,14 @@ export async function bundleJob(entry: string, opts: { cache?: boolean } = {}): 
   return { code: built.code, hash: built.hash };
 }
 
-async function buildBundle(entry: string, file: string): Promise<Bundle & { inputs: string[] }> {
+interface Built extends Bundle {
+  /** Every file esbuild read (absolute paths). */
+  inputs: string[];
+  /** Bare imports (npm packages): the importer's folder and the package's name. */
+  packages: [dir: string, name: string][];
+}
+
+async function buildBundle(entry: string, file: string): Promise<Built> {
   const { build } = await import("esbuild");
   const shim =
     "const t = globalThis.__tray;\n" +
@@ -93,10 +101,20 @@ async function buildBundle(entry: string, file: string): Promise<Bundle & { inpu
   const code = result.outputFiles[0]!.contents;
   const hash = sha256(code);
   // Inputs are relative to esbuild's working directory; virtual modules carry a namespace.
-  const inputs = Object.keys(result.metafile!.inputs)
-    .filter((p) => !/^[a-z-]+:/.test(p))
-    .map((p) => path.resolve(p));
-  return { code, hash, inputs };
+  const inputs: string[] = [];
+  const packages: [string, string][] = [];
+  for (const [p, info] of Object.entries(result.metafile!.inputs)) {
+    if (/^[a-z-]+:/.test(p)) continue;
+    const abs = path.resolve(p);
+    inputs.push(abs);
+    for (const imp of info.imports) {
+      const spec = imp.original;
+      if (!spec || imp.external || /^[a-z-]+:/.test(imp.path) || /^[./]/.test(spec)) continue;
+      const parts = spec.split("/");
+      packages.push([path.dirname(abs), spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!]);
+    }
+  }
+  return { code, hash, inputs, packages };
 }
 
 const sha256 = (b: Uint8Array | string) => crypto.createHash("sha256").update(b).digest("hex");
@@ -111,8 +129,11 @@ interface CacheEntry {
   hash: string;
   /** Every file esbuild read: its content must be unchanged. */
   files: { path: string; size: number; mtimeMs: number; sha256: string }[];
-  /** Paths whose presence or mtime could change what an import resolves to (null: absent). */
-  probes: [path: string, mtimeMs: number | null][];
+  /**
+   * Paths whose presence or mtime could change what an import resolves to (null: absent);
+   * "l": the entry itself, not what a symlink there points to.
+   */
+  probes: [path: string, mtimeMs: number | null, link?: "l"][];
 }
 
 const cacheDir = () => path.join(trayHome(), "cache", "bundles");
@@ -134,30 +155,44 @@ function cacheKey(file: string): string | undefined {
   }
 }
 
-function mtimeOrNull(p: string): number | null {
+function mtimeOrNull(p: string, link?: "l"): number | null {
   try {
-    return fs.statSync(p).mtimeMs;
+    return (link ? fs.lstatSync(p) : fs.statSync(p)).mtimeMs;
   } catch {
     return null;
   }
 }
 
-function probesFor(inputs: string[]): [string, number | null][] {
+const ancestors = (dir: string): string[] => {
+  const out = [dir];
+  while (path.dirname(out[out.length - 1]!) !== out[out.length - 1]) out.push(path.dirname(out[out.length - 1]!));
+  return out;
+};
+
+function probesFor(inputs: string[], packages: [string, string][]): CacheEntry["probes"] {
   const dirs = new Set<string>();
   for (const f of inputs) dirs.add(path.dirname(f));
-  const probes = new Map<string, number | null>();
-  for (const d of dirs) probes.set(d, mtimeOrNull(d));
+  const probes = new Map<string, "l" | undefined>();
+  for (const d of dirs) probes.set(d, undefined);
   // Resolution also reads package.json (main, exports, type) and tsconfig/jsconfig
   // (paths, jsx, decorators) of the folders above each input.
   const seen = new Set<string>();
   for (const d of dirs) {
-    for (let x = d; !seen.has(x); x = path.dirname(x)) {
+    for (const x of ancestors(d)) {
+      if (seen.has(x)) break;
       seen.add(x);
-      for (const n of ["package.json", "tsconfig.json", "jsconfig.json"]) probes.set(path.join(x, n), mtimeOrNull(path.join(x, n)));
-      if (path.dirname(x) === x) break;
+      for (const n of ["package.json", "tsconfig.json", "jsconfig.json"]) probes.set(path.join(x, n), undefined);
     }
   }
-  return [...probes];
+  // A package import is looked up in node_modules/<name> of every folder above the importer:
+  // one appearing closer, or a symlink there re-pointed (pnpm, npm link), changes the bundle
+  // while the files read before stay as they were.
+  const pk = new Set<string>();
+  for (const [d, name] of packages) {
+    for (const x of ancestors(d)) if (path.basename(x) !== "node_modules") pk.add(path.join(x, "node_modules", name));
+  }
+  for (const p of pk) probes.set(p, "l");
+  return [...probes].map(([p, l]) => (l ? [p, mtimeOrNull(p, l), l] : [p, mtimeOrNull(p)]));
 }
 
 function readCache(key: string): Bundle | undefined {
@@ -168,7 +203,7 @@ function readCache(key: string): Bundle | undefined {
     return undefined;
   }
   if (entry.format !== CACHE_FORMAT) return undefined;
-  for (const [p, m] of entry.probes) if (mtimeOrNull(p) !== m) return undefined;
+  for (const [p, m, l] of entry.probes) if (mtimeOrNull(p, l) !== m) return undefined;
   for (const f of entry.files) {
     try {
       const st = fs.statSync(f.path);
@@ -192,7 +227,7 @@ function readCache(key: string): Bundle | undefined {
 /** A file modified this close to the build may have changed while esbuild read it (mtimes can be this coarse). */
 const SETTLE_MS = 2000;
 
-function writeCache(key: string, b: { code: Uint8Array; hash: string; inputs: string[] }, buildStarted: number): void {
+function writeCache(key: string, b: Built, buildStarted: number): void {
   try {
     const files: CacheEntry["files"] = [];
     for (const p of b.inputs) {
@@ -204,7 +239,7 @@ function writeCache(key: string, b: { code: Uint8Array; hash: string; inputs: st
       if (fs.statSync(p).mtimeMs !== st.mtimeMs) return;
       files.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, sha256: sha256(content) });
     }
-    const entry: CacheEntry = { format: CACHE_FORMAT, hash: b.hash, files, probes: probesFor(b.inputs) };
+    const entry: CacheEntry = { format: CACHE_FORMAT, hash: b.hash, files, probes: probesFor(b.inputs, b.packages) };
     const dir = cacheDir();
     fs.mkdirSync(dir, { recursive: true });
     const put = (name: string, data: Uint8Array | string) => {

@@ -1,6 +1,7 @@
 // The submitter's bundle cache (src/bundle): an unchanged job is not bundled again, and any
 // change that could change the bundle rebuilds it — an edit to an imported file (even one
-// that keeps its size and mtime), a new file that an import now resolves to, a package.json.
+// that keeps its size and mtime), a new file that an import now resolves to, a package.json,
+// a re-pointed package symlink.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -107,6 +108,32 @@ test("a package.json above the job changes: rebuilt (it can change how imports r
   const b = await bundleJob(entry);
   assert.ok(!b.cached);
   assert.match(text(b), /"b"/);
+});
+
+test("a package symlink re-pointed (pnpm, npm link) or a package appearing closer: rebuilt", async () => {
+  freshProject("link");
+  write("store/dep-1/index.js", `exports.v = "dep one";\n`);
+  write("store/dep-2/index.js", `exports.v = "dep two";\n`);
+  write("app/node_modules/.keep", "");
+  const entry = write("app/src/job.ts", `import { v } from "dep";\nexport default function main() { console.log(v); }\n`);
+  const link = path.join(proj, "app", "node_modules", "dep");
+  fs.symlinkSync(path.join(proj, "store", "dep-1"), link);
+  ageDirs();
+  assert.match(text(await bundleJob(entry)), /dep one/);
+  assert.equal((await bundleJob(entry)).cached, true);
+  fs.rmSync(link);
+  fs.symlinkSync(path.join(proj, "store", "dep-2"), link);
+  fs.utimesSync(path.join(proj, "app", "node_modules"), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+  const b = await bundleJob(entry);
+  assert.ok(!b.cached, "the symlink itself changed");
+  assert.match(text(b), /dep two/);
+  assert.equal((await bundleJob(entry)).cached, true);
+  // A copy of the package closer to the job now wins the lookup.
+  write("app/src/node_modules/dep/index.js", `exports.v = "dep closer";\n`);
+  ageDirs();
+  const c = await bundleJob(entry);
+  assert.ok(!c.cached);
+  assert.match(text(c), /dep closer/);
 });
 
 test("a job that no longer compiles reports its error instead of the cached bundle", async () => {
