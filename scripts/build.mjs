@@ -50,7 +50,7 @@ const missingProviders = {
 // The CLI runs where tray is installed, beside its node_modules: dependencies stay external
 // (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider), except the
 // few pure-JS ones that every `tray submit` needs. Those are bundled in: loading them from
-// node_modules cost ~100 ms per command (dozens of files resolved, read and scanned for
+// node_modules cost ~65 ms per command (dozens of files resolved, read and scanned for
 // CommonJS exports). msgpackr is taken without its optional native string extractor
 // (msgpackr-extract, ~13 ms to load; it only speeds up decoding large frames).
 const CLI_BUNDLED = new Set(["commander", "ws", "msgpackr"]);
