@@ -3,6 +3,7 @@
 // better-sqlite3 native addon beside the agent. Skips work when dist/ is newer than sources.
 import { build } from "esbuild";
 import fs from "node:fs";
+import { builtinModules } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -46,6 +47,51 @@ const missingProviders = {
     }));
   },
 };
+// The CLI runs where tray is installed, beside its node_modules: dependencies stay external
+// (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider), except the
+// few pure-JS ones that every `tray submit` needs. Those are bundled in: loading them from
+// node_modules cost ~65 ms per command (dozens of files resolved, read and scanned for
+// CommonJS exports). msgpackr is taken without its optional native string extractor
+// (msgpackr-extract, ~13 ms to load; it only speeds up decoding large frames).
+const CLI_BUNDLED = new Set(["commander", "ws", "msgpackr"]);
+const cliPackages = {
+  name: "cli-packages",
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (a) => {
+      if (a.path.startsWith("node:") || a.pluginData === "cli-packages") return undefined;
+      const name = a.path.startsWith("@") ? a.path.split("/").slice(0, 2).join("/") : a.path.split("/")[0];
+      if (!CLI_BUNDLED.has(name)) return { path: a.path, external: true };
+      if (a.path !== "msgpackr") return undefined;
+      const r = await b.resolve(a.path, { kind: a.kind, resolveDir: a.resolveDir, pluginData: "cli-packages" });
+      return r.errors.length ? r : { path: path.join(path.dirname(r.path), "index.js") };
+    });
+  },
+};
+// Node built-ins in the CLI, for a faster start:
+// - ws requires https, tls and zlib when it loads, but the CLI only opens ws:// connections
+//   (loopback, or through its SSH tunnel) without compression; commander requires
+//   child_process for executable subcommands, which tray has none of: these load on first use.
+// - Our own `import ... from "node:x"` becomes require("node:x"). An ES import of a built-in
+//   reads every export of it, which runs Node's lazy getters: importing node:crypto loaded
+//   all of WebCrypto (~5-10 ms) that the CLI never uses.
+const LAZY_IN = { ws: ["https", "tls", "zlib"], commander: ["child_process", "node:child_process"] };
+const builtinsForCli = {
+  name: "builtins-for-cli",
+  setup(b) {
+    b.onResolve({ filter: /^[a-z_]+(\/[a-z_]+)?$|^node:/ }, (a) => {
+      const name = a.path.replace(/^node:/, "");
+      if (!builtinModules.includes(name)) return undefined;
+      const pkg = a.importer.match(/[\\/]node_modules[\\/]([^\\/]+)[\\/]/)?.[1];
+      if (pkg) return LAZY_IN[pkg]?.includes(a.path) ? { path: name, namespace: "lazy-builtin" } : undefined;
+      return a.kind === "import-statement" ? { path: name, namespace: "required-builtin" } : undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (a) => ({
+      contents: `let m; module.exports = new Proxy({}, { get: (_, k) => (m ??= require("node:${a.path}"))[k] });`,
+      loader: "js",
+    }));
+    b.onLoad({ filter: /.*/, namespace: "required-builtin" }, (a) => ({ contents: `module.exports = require("node:${a.path}");`, loader: "js" }));
+  },
+};
 const common = {
   bundle: true,
   platform: "node",
@@ -65,10 +111,7 @@ await Promise.all([
     splitting: true,
     chunkNames: "chunks/[name]-[hash]",
     jsx: "automatic",
-    plugins: [missingProviders],
-    // The CLI runs where tray is installed, beside its node_modules: dependencies stay
-    // external (esbuild and ssh2 carry native parts; cloud SDKs load only with their provider).
-    packages: "external",
+    plugins: [missingProviders, builtinsForCli, cliPackages],
   }),
   build({
     ...common,

@@ -96,7 +96,7 @@ function serve(ws: WebSocket, deps: ApiDeps): void {
       const value = handle(req, deps, follower, following);
       send({ rid: req.rid, ok: true, value });
     } catch (e) {
-      send({ rid: req.rid, ok: false, error: { code: "FAILED", message: (e as Error).message } });
+      send({ rid: req.rid, ok: false, error: { code: (e as { code?: string }).code ?? "FAILED", message: (e as Error).message } });
     }
   });
   ws.on("close", () => {
@@ -118,8 +118,17 @@ function handle(req: any, deps: ApiDeps, follower: JobFollower, following: Set<s
     case "putBundle":
       deps.jobs.putBundle(req.hash, req.data);
       return true;
-    case "submitJob":
-      return deps.jobs.submit(req);
+    case "submitJob": {
+      if (req.data) deps.jobs.putBundle(req.hash, req.data);
+      const job = deps.jobs.submit(req);
+      // Subscribed before the driver can print anything (its output arrives on a later turn
+      // of the event loop): every line reaches this client as an event, none from history.
+      if (req.follow && deps.jobs.follow(job.id, follower)) {
+        following.add(job.id);
+        return { ...job, following: true };
+      }
+      return job;
+    }
     case "listJobs":
       return deps.store.listJobs();
     case "getJob": {

@@ -58,7 +58,9 @@ export class JobManager {
   }
 
   submit(req: { hash: string; entrypoint: string; args: string[]; env?: Record<string, string>; namespace?: string }): JobRecord {
-    if (!this.hasBundle(req.hash)) throw new Error(`bundle ${req.hash} was not uploaded; upload it with putBundle first`);
+    if (!this.hasBundle(req.hash)) {
+      throw Object.assign(new Error(`bundle ${req.hash} was not uploaded; upload it with putBundle first`), { code: "NO_BUNDLE" });
+    }
     const id = `job-${Date.now().toString(36)}${crypto.randomBytes(3).toString("hex")}`;
     const job: JobRecord = {
       id,
@@ -91,8 +93,11 @@ export class JobManager {
     return d;
   }
 
-  /** Keep one driver ready (called at start and after each job starts). */
+  private stopping = false;
+
+  /** Keep one driver ready (called at start, after each job starts and when one ends). */
   prestartDriver(): void {
+    if (this.stopping) return;
     if (this.spare && this.spare.proc.exitCode === null && !this.spare.job) return;
     const d = this.spawnDriver();
     this.spare = d;
@@ -168,6 +173,9 @@ export class JobManager {
     const fs = this.followers.get(jobId);
     if (fs) for (const f of fs) f.onEnd(jobId, job);
     this.followers.delete(jobId);
+    // A short job ends before the delayed start of the next spare driver: start it now, so
+    // a submit that follows at once finds a driver that has finished starting.
+    this.prestartDriver();
   }
 
   stop(jobId: string): JobRecord {
@@ -195,6 +203,7 @@ export class JobManager {
   }
 
   stopAll(): void {
+    this.stopping = true;
     this.spare?.proc.kill("SIGKILL");
     for (const [, r] of this.running) {
       r.stopRequested = true;

@@ -30,7 +30,13 @@ function awaitJob(): Promise<void> {
 }
 
 export async function runDriver(): Promise<void> {
-  if (process.env.TRAY_DRIVER_WAIT === "1") await awaitJob();
+  if (process.env.TRAY_DRIVER_WAIT === "1") {
+    // What every job needs and Node loads lazily is loaded while waiting: the source-map
+    // support (bundles carry inline maps) and the stdout/stderr streams (first console.log).
+    process.setSourceMapsEnabled?.(true);
+    void [process.stdout, process.stderr];
+    await awaitJob();
+  }
   const core = coreFromEnv(false);
   core.send({ t: "hello", role: "driver", pid: process.pid, job: core.jobId });
   const hash = process.env.TRAY_BUNDLE_HASH!;

@@ -15,5 +15,9 @@ program
   .version("0.1.0")
   .showHelpAfterError()
   .addHelpText("after", "\nQuick start:\n  tray up cluster-configs/local.yaml\n  tray submit examples/hello.ts\n  tray down cluster-configs/local.yaml");
-for (const r of [up, down, submit, job, status, clusters, registerRemoteCommands]) r(program);
+// `tray submit ...` registers only submit (a command's help and errors do not list the
+// others); anything else (help, a typo that gets a suggestion, the SSH commands) gets them all.
+const byName: Record<string, (p: Command) => void> = { up, down, submit, job, status, clusters };
+const named = Object.hasOwn(byName, process.argv[2] ?? "") ? byName[process.argv[2]!] : undefined;
+for (const r of named ? [named] : [up, down, submit, job, status, clusters, registerRemoteCommands]) r(program);
 await program.parseAsync(process.argv);

@@ -12,6 +12,14 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
+export interface SubmitRequest {
+  hash: string;
+  entrypoint: string;
+  args: string[];
+  env?: Record<string, string>;
+  namespace?: string;
+}
+
 export class ApiError extends Error {
   override name = "ApiError";
   constructor(
@@ -84,10 +92,11 @@ export class HeadClient {
     else p.reject(new ApiError(m.error?.code ?? "FAILED", m.error?.message ?? "request failed"));
   }
 
-  request<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+  /** onValue runs as the reply is read, before any later message is handled. */
+  request<T = unknown>(op: string, args: Record<string, unknown> = {}, onValue?: (v: T) => void): Promise<T> {
     const rid = ++this.rid;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(rid, { resolve, reject });
+      this.pending.set(rid, { resolve: onValue ? (v) => (onValue(v), resolve(v)) : resolve, reject });
       this.ws.send(encodeApi({ ...args, rid, op }));
     });
   }
@@ -111,8 +120,65 @@ export class HeadClient {
     return true;
   }
 
-  submitJob(req: { hash: string; entrypoint: string; args: string[]; env?: Record<string, string>; namespace?: string }): Promise<JobRecord> {
-    return this.request("submitJob", req);
+  submitJob(req: SubmitRequest): Promise<JobRecord> {
+    return this.request("submitJob", { ...req });
+  }
+
+  /**
+   * Submit a job in as few round trips as the head allows: the submit names the bundle by
+   * hash, and only a head that lacks it is sent the bytes (in a second submit). With onLine,
+   * the head follows the job for this connection from before its driver starts, so every log
+   * line arrives as an event as soon as it is written; `ended` resolves with the final record.
+   * An older head that cannot do either gets the separate upload and follow requests.
+   */
+  async submitJobFollowing(
+    req: SubmitRequest,
+    code: Uint8Array,
+    onLine?: (l: LogLine) => void,
+  ): Promise<{ job: JobRecord; ended?: Promise<JobRecord> }> {
+    let last = 0;
+    const emit = (l: LogLine) => {
+      if (l.seq <= last) return;
+      last = l.seq;
+      onLine!(l);
+    };
+    let endResolve!: (j: JobRecord) => void;
+    let endReject!: (e: Error) => void;
+    const ended = new Promise<JobRecord>((res, rej) => {
+      endResolve = res;
+      endReject = rej;
+    });
+    ended.catch(() => {}); // handled where awaited
+    // Registered as the reply is read: events of the job that follow it find their handler.
+    const subscribe = (j: JobRecord & { following?: boolean }) => {
+      if (onLine && j.following) this.logHandlers.set(j.id, { onLine: emit, onEnd: endResolve, onClose: endReject });
+    };
+    const submit = (extra: Record<string, unknown>) =>
+      this.request<JobRecord & { following?: boolean }>("submitJob", { ...req, ...extra, ...(onLine ? { follow: true } : {}) }, subscribe);
+    let job: JobRecord & { following?: boolean };
+    try {
+      job = await submit({});
+    } catch (e) {
+      if (!(e instanceof ApiError && (e.code === "NO_BUNDLE" || /was not uploaded/.test(e.message)))) throw e;
+      if (e.code === "NO_BUNDLE") job = await submit({ data: code });
+      else {
+        await this.uploadBundle(req.hash, code);
+        job = await submit({});
+      }
+    }
+    const { following, ...record } = job;
+    if (!onLine) return { job: record };
+    if (!following) return { job: record, ended: this.streamLogs(record.id, true, onLine) };
+    return {
+      job: record,
+      ended: ended.then(async (final) => {
+        this.logHandlers.delete(record.id);
+        // Lines flushed after the end event (none expected, but cheap to check).
+        const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id: record.id, fromSeq: last });
+        for (const l of rest.lines) emit(l);
+        return final;
+      }),
+    };
   }
 
   listJobs(): Promise<JobRecord[]> {

@@ -26,18 +26,29 @@ function printLine(l: LogLine, out: NodeJS.WritableStream, err: NodeJS.WritableS
 export async function submitJob(o: SubmitOptions): Promise<number> {
   const out = o.out ?? process.stdout;
   const err = o.err ?? process.stderr;
-  const bundle = await bundleJob(o.entry);
-  const c = await connectCluster(o.cluster);
+  // Bundling (a cache lookup, or esbuild in its own process) and connecting to the head
+  // (an SSH tunnel for remote clusters) overlap. A job that does not bundle is reported
+  // first, as when they ran one after the other.
+  const [b, conn] = await Promise.allSettled([bundleJob(o.entry), connectCluster(o.cluster)]);
+  if (b.status === "rejected") {
+    if (conn.status === "fulfilled") await conn.value.close();
+    throw b.reason;
+  }
+  if (conn.status === "rejected") throw conn.reason;
+  const bundle = b.value;
+  const c = conn.value;
   try {
-    await c.client.uploadBundle(bundle.hash, bundle.code);
-    const job = await c.client.submitJob({
-      hash: bundle.hash,
-      entrypoint: path.basename(o.entry),
-      args: o.args,
-      env: o.env,
-      namespace: o.namespace,
-    });
+    // Lines that arrive before the "submitted" notice is written wait for it (same order as before).
+    let early: LogLine[] | undefined = [];
+    const onLine = (l: LogLine) => (early ? early.push(l) : printLine(l, out, err));
+    const { job, ended } = await c.client.submitJobFollowing(
+      { hash: bundle.hash, entrypoint: path.basename(o.entry), args: o.args, env: o.env, namespace: o.namespace },
+      bundle.code,
+      o.wait ? onLine : undefined,
+    );
     err.write(`tray: job ${job.id} submitted to cluster "${c.state.name}"\n`);
+    for (const l of early) printLine(l, out, err);
+    early = undefined;
     if (!o.wait) {
       err.write(`tray: follow it with \`tray job logs ${job.id} -f\`\n`);
       return 0;
@@ -47,7 +58,7 @@ export async function submitJob(o: SubmitOptions): Promise<number> {
       process.exit(130);
     };
     process.once("SIGINT", onSigint);
-    const final = await c.client.streamLogs(job.id, true, (l) => printLine(l, out, err));
+    const final = await ended!;
     process.removeListener("SIGINT", onSigint);
     return reportEnd(final, err);
   } finally {

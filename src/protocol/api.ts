@@ -52,13 +52,17 @@ const bool = (k: string, opt = true): Check => (m) => (m[k] === undefined && opt
 const bytes = (k: string): Check => (m) =>
   m[k] instanceof Uint8Array ? (m[k].byteLength <= MAX_BUNDLE_BYTES ? undefined : `${k} is larger than ${MAX_BUNDLE_BYTES} bytes`) : `${k} must be bytes`;
 
+const optBytes = (k: string): Check => (m) => (m[k] === undefined ? undefined : bytes(k)(m));
+
 export const apiOps: Record<string, Check[]> = {
   ping: [],
   nodes: [],
   status: [],
   hasBundle: [hash],
   putBundle: [hash, bytes("data")],
-  submitJob: [hash, str("entrypoint"), strArr("args"), strMap("env"), str("namespace", true)],
+  // data: the bundle itself, for a client that sends it along (otherwise putBundle first);
+  // follow: this connection gets the job's log events from its first line (see agent/head/api.ts).
+  submitJob: [hash, str("entrypoint"), strArr("args"), strMap("env"), str("namespace", true), optBytes("data"), bool("follow")],
   listJobs: [],
   getJob: [str("id")],
   jobLogs: [str("id"), int("fromSeq"), bool("follow")],

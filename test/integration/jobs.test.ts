@@ -68,6 +68,44 @@ test("the same bundle is uploaded once: a second identical submit reuses it", as
   }
 });
 
+test("the submitter's bundle cache: an edit to an imported file is what runs next, even with its size and mtime kept", async () => {
+  const dir = fs.mkdtempSync(path.join(c.home, "cache-"));
+  const lib = path.join(dir, "msg.ts");
+  const file = path.join(dir, "job.ts");
+  fs.writeFileSync(lib, `export const msg = "version 1";\n`);
+  fs.writeFileSync(file, `import { msg } from "./msg";\nexport default function main() { console.log(msg); }\n`);
+  const old = new Date(Date.now() - 60_000); // files written during a build are not cached
+  for (const p of [lib, file, dir]) fs.utimesSync(p, old, old);
+  const cache = path.join(c.home, "cache", "bundles");
+  const r1 = await c.cli(["submit", file]);
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.match(r1.stdout, /^version 1$/m);
+  assert.ok(fs.readdirSync(cache).some((f) => f.endsWith(".json")), "the bundle was cached");
+  const r2 = await c.cli(["submit", file]);
+  assert.match(r2.stdout, /^version 1$/m);
+  fs.writeFileSync(lib, `export const msg = "version 2";\n`);
+  fs.utimesSync(lib, old, old);
+  const r3 = await c.cli(["submit", file]);
+  assert.equal(r3.code, 0, r3.stderr);
+  assert.match(r3.stdout, /^version 2$/m);
+});
+
+test("a head that lacks a cached bundle gets its bytes with the submit", async () => {
+  const file = jobFile(`export default async function main() { console.log("resent"); }`);
+  const old = new Date(Date.now() - 60_000);
+  fs.utimesSync(file, old, old);
+  const r1 = await c.cli(["submit", file]);
+  assert.equal(r1.code, 0, r1.stderr);
+  const client = await c.client();
+  const hash = (await client.getJob(jobIdOf(r1))).bundle;
+  client.close();
+  fs.rmSync(path.join(bundlesDir(), `${hash}.mjs`));
+  const r2 = await c.cli(["submit", file]);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.match(r2.stdout, /^resent$/m);
+  assert.ok(fs.existsSync(path.join(bundlesDir(), `${hash}.mjs`)), "uploaded again");
+});
+
 test("logs stream live: the job's first line reaches the submitter while the job still runs", async () => {
   const dir = fs.mkdtempSync(path.join(c.home, "live-"));
   const file = jobFile(`
