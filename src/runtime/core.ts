@@ -11,6 +11,7 @@ import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeErr
 import { writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
+import { SpreadTasks } from "./spread.js";
 import type { FnRef } from "./remote.js";
 import { GetTimeoutError, ObjectLostError, fromWireError, type WireError } from "./errors.js";
 
@@ -381,6 +382,7 @@ export class Core {
       o: taskWireOptions(opts, this.namespace),
       p: ctx?.taskId,
     };
+    if (!generator && this.spread.offer(id, spec)) return this.newRef(id);
     if (generator || !this.sendDirect(id, spec)) {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
       // Asked after the submit, so the agent counts this task first: a burst of tasks is never
@@ -402,6 +404,17 @@ export class Core {
   private readonly leases = new Map<string, DirectLease>();
   private readonly leaseWanted = new Map<string, number>();
   private readonly directCancelled = new Set<string>();
+  /** SPREAD tasks: leases on workers of every node, tasks pushed to them from here. */
+  private readonly spread = new SpreadTasks({
+    nodeId: () => this.nodeId,
+    jobId: () => this.jobId,
+    namespace: () => this.namespace,
+    request: (m) => this.request(m),
+    send: (m) => this.send(m),
+    announce: (id) => this.send({ t: "direct", id, actor: "" }),
+    result: (id, v, loc, err) => this.directResult(id, v, loc, err),
+    resubmit: (id, spec, maxRetries) => this.resubmit(id, spec, maxRetries),
+  });
 
   private directEligible(spec: DirectSpec): boolean {
     if (process.env.TRAY_DIRECT_TASKS === "0" || spec.o.strategy || spec.o.env || spec.res.GPU) return false;
@@ -527,6 +540,7 @@ export class Core {
 
   /** cancel(): tasks sent to a leased worker are cancelled there (or the worker is killed). */
   cancel(id: string, force: boolean, recursive: boolean): void {
+    if (this.spread.cancel(id, force, recursive)) return;
     for (const lease of this.leases.values()) {
       if (!lease.inflight.has(id)) continue;
       this.directCancelled.add(id);
@@ -614,6 +628,9 @@ export class Core {
     this.send({ t: "directDone", id, v, loc, err });
     const o = this.objects.get(id);
     if (!o) return;
+    // Written on another node (by a worker leased there): the agent copies it here when it is
+    // read, and says so to whoever subscribed.
+    if (loc && loc.node !== this.nodeId) return;
     o.s = 1;
     if (err) o.v = encodeErrorValue(err);
     else if (v) o.v = v;
@@ -658,6 +675,7 @@ export class Core {
   private onMessage(m: AgentToProc): void {
     switch (m.t) {
       case "leaseLost":
+        if (this.spread.leaseLost(m.worker, m.kind, m.message)) return;
         this.leaseLost(m.worker, m.kind, m.message);
         return;
       case "actorDirect":
