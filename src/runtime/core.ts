@@ -234,7 +234,7 @@ export class Core {
         o = { s: 0 };
         this.objects.set(id, o);
       }
-      if (o.s === 0 && !o.subscribed) {
+      if (o.s === 0 && !o.subscribed && !this.spread.has(id)) {
         o.subscribed = true;
         want.push(id);
       }
@@ -630,7 +630,10 @@ export class Core {
     if (!o) return;
     // Written on another node (by a worker leased there): the agent copies it here when it is
     // read, and says so to whoever subscribed.
-    if (loc && loc.node !== this.nodeId) return;
+    if (loc && loc.node !== this.nodeId) {
+      if (o.waiters?.length) this.subscribe([id]);
+      return;
+    }
     o.s = 1;
     if (err) o.v = encodeErrorValue(err);
     else if (v) o.v = v;

@@ -81,6 +81,8 @@ export class SpreadTasks {
   private readonly pools = new Map<string, Pool>();
   private readonly byWorker = new Map<string, Lease>();
   private readonly cancelled = new Set<string>();
+  /** Tasks queued here or sent to a leased worker: their results come back to this process. */
+  private readonly mine = new Set<string>();
 
   constructor(private readonly host: SpreadHost) {}
 
@@ -99,16 +101,23 @@ export class SpreadTasks {
       const l = p.leases.find((x) => x.writer && x.inflight.size === 0);
       if (!l) return false;
       this.host.announce(id);
+      this.mine.add(id);
       this.sendTask(l, id, spec);
       return true;
     }
     if (!p.leases.length && !p.asking && performance.now() < p.noLeaseUntil) return false;
     // Known to the agent from now on: a get() on it subscribes there.
     this.host.announce(id);
+    this.mine.add(id);
     p.queue.push({ id, spec });
     this.pump(p);
     if (p.qHead < p.queue.length) this.ask(p);
     return true;
+  }
+
+  /** Is this task's result on its way here (no need to ask the agent for it)? */
+  has(id: string): boolean {
+    return this.mine.has(id);
   }
 
   /** The agent reports a leased worker (or its node) gone. */
@@ -126,6 +135,7 @@ export class SpreadTasks {
         const q = p.queue[i];
         if (q?.id !== id) continue;
         p.queue.splice(i, 1);
+        this.mine.delete(id);
         this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${q.spec.fn.n} (${id}) was cancelled` });
         return true;
       }
@@ -181,7 +191,9 @@ export class SpreadTasks {
     if (DEBUG) console.error(`[spread] ${p.queue.length - p.qHead} queued tasks to the agent (leases ${p.leases.length}, long ${p.long})`);
     for (let i = p.qHead; i < p.queue.length; i++) {
       const q = p.queue[i];
-      if (q) this.host.resubmit(q.id, q.spec, retriesOf(q.spec));
+      if (!q) continue;
+      this.mine.delete(q.id);
+      this.host.resubmit(q.id, q.spec, retriesOf(q.spec));
     }
     p.queue = [];
     p.qHead = 0;
@@ -297,6 +309,7 @@ export class SpreadTasks {
     const spec = l.inflight.get(id);
     if (!spec) return;
     l.inflight.delete(id);
+    this.mine.delete(id);
     if (this.cancelled.delete(id)) {
       err = { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
       v = loc = undefined;
@@ -314,6 +327,7 @@ export class SpreadTasks {
     const spec = l.inflight.get(id);
     if (!spec) return;
     l.inflight.delete(id);
+    this.mine.delete(id);
     if (this.cancelled.delete(id)) {
       this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
     } else if (!crashed) {
