@@ -298,6 +298,7 @@ export class SpreadTasks {
     }
     const p = l.pool;
     if (!p.long && l.slow >= 3) {
+      if (DEBUG) console.error(`[spread] long tasks (${l.ms} ms on ${l.grant.worker}): through the agent`);
       p.long = true;
       this.toAgent(p);
     }
