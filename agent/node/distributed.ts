@@ -384,7 +384,7 @@ export class Distributed {
     }
     const id = decodeURIComponent(m[1]!);
     const loc = this.agent.objects.get(id)?.loc ?? this.copies.get(id);
-    if ((!loc || loc.node !== this.selfId) && !waited) {
+    if ((!loc || loc.node !== this.selfId) && !waited && this.ownerOf(id) !== this.selfId) {
       // Written by a worker leased to another node's process: its owner's `adopt` may still be
       // on the way (it travels on the link, this request on its own connection).
       const list = this.adoptWaiters.get(id) ?? [];
