@@ -71,7 +71,6 @@ interface Pool {
   again?: NodeJS.Timeout;
 }
 
-const DEBUG = !!process.env.TRAY_SPREAD_DEBUG;
 /** While tasks wait here, ask for more leases this often (a node may have freed a CPU). */
 const REASK_MS = 200;
 /** A lease's connection closed with tasks in flight: how long its agent has to say why. */
@@ -188,7 +187,6 @@ export class SpreadTasks {
 
   /** Everything queued here goes through the agent. */
   private toAgent(p: Pool): void {
-    if (DEBUG) console.error(`[spread] ${p.queue.length - p.qHead} queued tasks to the agent (leases ${p.leases.length}, long ${p.long})`);
     for (let i = p.qHead; i < p.queue.length; i++) {
       const q = p.queue[i];
       if (!q) continue;
@@ -234,7 +232,6 @@ export class SpreadTasks {
 
   private open(p: Pool, g: LeaseGrant): void {
     const l: Lease = { pool: p, grant: g, inflight: new Map(), gone: false, samples: 0, slow: 0 };
-    if (DEBUG) console.error(`[spread] lease ${g.worker} on ${g.node.slice(0, 8)} ${g.sock ? "local" : g.addr}`);
     p.leases.push(l);
     this.byWorker.set(g.worker, l);
     const attach = (socket: net.Socket, head?: Buffer) => {
@@ -298,7 +295,6 @@ export class SpreadTasks {
     }
     const p = l.pool;
     if (!p.long && l.slow >= 3) {
-      if (DEBUG) console.error(`[spread] long tasks (${l.ms} ms on ${l.grant.worker}): through the agent`);
       p.long = true;
       this.toAgent(p);
     }
@@ -369,7 +365,6 @@ export class SpreadTasks {
 
   /** Its connection closed: the worker or its node went away, or we gave it back. */
   private closed(l: Lease): void {
-    if (DEBUG) console.error(`[spread] lease ${l.grant.worker} closed (gone ${l.gone}, inflight ${l.inflight.size})`);
     const wasGone = l.gone;
     this.drop(l);
     // Kept findable for the agent's leaseLost, which says why.
