@@ -340,11 +340,29 @@ export class NodeAgent {
     if (!net || process.env.TRAY_DIRECT_TASKS === "0" || this.stopping || res.GPU) return out;
     const job = this.jobOf(conn);
     const others = net.nodeViews().filter((v) => v.alive && v.nodeId !== this.opts.nodeId && feasible(v.total, res));
-    const answers = await Promise.all(others.map((v) => net.requestLeases(v.nodeId, res, job, b, n).then((g) => ({ v, g }), () => ({ v, g: [] }))));
+    // A slow node does not hold up the others' leases: what it grants late is given back.
+    const answers = await Promise.all(
+      others.map((v) => {
+        const asked = net.requestLeases(v.nodeId, res, job, b, n);
+        return new Promise<{ v: (typeof others)[number]; g: Array<{ worker: string; secret: string }> }>((resolve) => {
+          const timer = setTimeout(() => {
+            resolve({ v, g: [] });
+            asked.then((late) => { for (const x of late) net.sendTo(v.nodeId, { t: "leaseEnd", worker: x.worker, secret: x.secret }); }, () => {});
+          }, 1500);
+          asked.then(
+            (g) => (clearTimeout(timer), resolve({ v, g })),
+            () => (clearTimeout(timer), resolve({ v, g: [] })),
+          );
+        });
+      }),
+    );
     for (const { v, g } of answers) {
       for (const x of g) {
-        // The process went away meanwhile: the lease ends there when nobody connects.
-        if (conn.socket.destroyed) continue;
+        // The process went away meanwhile: its leases go back.
+        if (conn.socket.destroyed) {
+          net.sendTo(v.nodeId, { t: "leaseEnd", worker: x.worker, secret: x.secret });
+          continue;
+        }
         this.remoteLeases.set(x.worker, { conn, node: v.nodeId });
         this.taskStats.remoteLeases++;
         out.push({ worker: x.worker, node: v.nodeId, addr: `${v.ip}:${v.port}`, token: net.token, secret: x.secret });
@@ -379,6 +397,13 @@ export class NodeAgent {
     clearTimeout(rl.timer);
     rl.socket?.destroy();
     if (w.state === "direct") this.endLease(w);
+  }
+
+  /** A lease granted to another node's process that nobody will use (its owner says so). */
+  leaseEnd(worker: string, secret: string): void {
+    const w = this.workers.get(worker);
+    const rl = w?.remoteLease;
+    if (w && rl && rl.secret === secret && !rl.socket) this.endRemoteLease(w, rl);
   }
 
   /** Owner side: a worker leased to a process here died on its node. */

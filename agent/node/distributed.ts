@@ -748,6 +748,9 @@ export class Distributed {
       case "leaseLost":
         a.onRemoteLeaseLost(m.worker, m.kind, m.message);
         return;
+      case "leaseEnd":
+        a.leaseEnd(m.worker, m.secret);
+        return;
       case "adopt": {
         this.copies.set(m.id, m.loc);
         a.store.add(m.id, m.loc);

@@ -73,6 +73,8 @@ interface Pool {
 
 /** While tasks wait here, ask for more leases this often (a node may have freed a CPU). */
 const REASK_MS = 200;
+/** How long a lease's connection may take to come up. */
+const CONNECT_MS = 3000;
 /** A lease's connection closed with tasks in flight: how long its agent has to say why. */
 const LOST_GRACE_MS = 200;
 
@@ -201,7 +203,8 @@ export class SpreadTasks {
 
   private ask(p: Pool): void {
     if (p.asking || p.again) return;
-    const wait = p.lastAsk + (p.leases.length ? REASK_MS : 0) - performance.now();
+    // (20 ms at least between asks: a lease whose connection failed is not re-asked in a loop)
+    const wait = p.lastAsk + (p.leases.length ? REASK_MS : 20) - performance.now();
     if (wait > 0) {
       p.again = setTimeout(() => {
         p.again = undefined;
@@ -234,7 +237,11 @@ export class SpreadTasks {
     const l: Lease = { pool: p, grant: g, inflight: new Map(), gone: false, samples: 0, slow: 0 };
     p.leases.push(l);
     this.byWorker.set(g.worker, l);
+    // A connection that does not come up soon is given up (its tasks wait for other leases).
+    const giveUp = setTimeout(() => !l.writer && this.closed(l), CONNECT_MS);
+    giveUp.unref?.();
     const attach = (socket: net.Socket, head?: Buffer) => {
+      clearTimeout(giveUp);
       if (l.gone) {
         socket.destroy();
         return;
@@ -367,6 +374,8 @@ export class SpreadTasks {
   private closed(l: Lease): void {
     const wasGone = l.gone;
     this.drop(l);
+    // Never connected: the worker is still leased to us; give it back.
+    if (!wasGone && !l.socket) this.host.send({ t: "leaseReturn", worker: l.grant.worker });
     // Kept findable for the agent's leaseLost, which says why.
     if (l.inflight.size) {
       this.byWorker.set(l.grant.worker, l);

@@ -122,7 +122,10 @@ test("a node killed mid-lease: its tasks in flight are retried elsewhere and eve
 
   // With retries: every task completes, the lost ones on the other nodes.
   const j = await run(3);
-  await waitFor(() => fs.existsSync(goFile) || undefined, 60_000, "the job's leases");
+  let exited = false;
+  void j.code.then(() => (exited = true));
+  await waitFor(() => fs.existsSync(goFile) || (exited && "exited") || undefined, 60_000, "the job's leases");
+  assert.equal(exited, false, j.err() + j.out());
   await new Promise((r) => setTimeout(r, 300));
   process.kill(a.pid, "SIGKILL");
   assert.equal(await j.code, 0, j.err() + j.out());
@@ -179,6 +182,46 @@ test("a node killed mid-lease with maxRetries 0: the tasks it had fail with Work
   // Until the kill, no task went through the head agent: they were all on leases.
   assert.equal(res.atKill.submitted, 0, JSON.stringify(res));
   assert.ok(res.atKill.remoteLeases >= 2, JSON.stringify(res));
+});
+
+test("a large result left on a leased worker's node that then dies is rebuilt from lineage when read", async () => {
+  const { c, a } = await cluster("mnleaselin");
+  const goFile = path.join(c.home, "go");
+  const file = path.join(c.home, "job.ts");
+  fs.writeFileSync(file, `
+    import { remote, get, nodes, getRuntimeContext } from "tray";
+    import fs from "node:fs";
+    const big = remote((i: number) => ({ node: getRuntimeContext().nodeId, d: new Float64Array(250_000).fill(i) }));
+    export default async function main(args: string[]) {
+      const [goFile] = args;
+      const refs = Array.from({ length: 6 }, (_, i) => big.options({ schedulingStrategy: "SPREAD" }).remote(i));
+      console.log("SUBMITTED");
+      while (!fs.existsSync(goFile)) await new Promise((r) => setTimeout(r, 20));
+      const vs = await get(refs);
+      const stats = ((await nodes()).find((n: any) => n.isHead) as any).taskStats;
+      console.log(JSON.stringify({ ok: vs.every((v, i) => v.d.length === 250_000 && v.d[0] === i && v.d[249_999] === i), nodes: vs.map((v) => v.node), stats }));
+    }`);
+  const child = c.spawnCli(["submit", file, "--", goFile]);
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (x) => (out += x));
+  child.stderr.on("data", (x) => (err += x));
+  const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
+  await waitFor(() => /SUBMITTED/.test(out) || undefined, 60_000, "the job to submit");
+  // its results on node A, written there by the worker leased to the driver
+  await waitFor(() => bigFiles("mnleaselin", a.id).length > 0 || undefined, 30_000, "a result in node A's store");
+  await new Promise((r) => setTimeout(r, 500));
+  process.kill(a.pid, "SIGKILL");
+  await waitFor(async () => {
+    const s = JSON.parse((await c.cli(["status", "--json"])).stdout.trim().split("\n")[0]!);
+    return s.nodes.find((n: any) => n.nodeId === a.id)?.alive === false || undefined;
+  }, 20_000, "node A to be reported dead");
+  fs.writeFileSync(goFile, "");
+  assert.equal(await code, 0, err + out);
+  const res = last(out);
+  assert.equal(res.ok, true, JSON.stringify(res));
+  // the two that ran on A were run again elsewhere
+  assert.ok(!res.nodes.includes(a.id), JSON.stringify(res));
 });
 
 test("/direct on a node's peer port: no cluster token → 401; the token but no lease → 403", async () => {
