@@ -321,7 +321,7 @@ export class NodeAgent {
   readonly taskStats = { submitted: 0, forwarded: 0, localLeases: 0, remoteLeases: 0 };
 
   /** Owner side: workers of other nodes leased to processes here, and by whom. */
-  private readonly remoteLeases = new Map<string, { conn: Conn; node: string }>();
+  private readonly remoteLeases = new Map<string, { conn: Conn; node: string; secret: string }>();
 
   /**
    * SPREAD leases for a process here: up to `n` workers on every node that can run the shape,
@@ -363,7 +363,7 @@ export class NodeAgent {
           net.sendTo(v.nodeId, { t: "leaseEnd", worker: x.worker, secret: x.secret });
           continue;
         }
-        this.remoteLeases.set(x.worker, { conn, node: v.nodeId });
+        this.remoteLeases.set(x.worker, { conn, node: v.nodeId, secret: x.secret });
         this.taskStats.remoteLeases++;
         out.push({ worker: x.worker, node: v.nodeId, addr: `${v.ip}:${v.port}`, token: net.token, secret: x.secret });
       }
@@ -399,11 +399,11 @@ export class NodeAgent {
     if (w.state === "direct") this.endLease(w);
   }
 
-  /** A lease granted to another node's process that nobody will use (its owner says so). */
+  /** A lease granted to another node's process is given back (or was never wanted): its owner says so. */
   leaseEnd(worker: string, secret: string): void {
     const w = this.workers.get(worker);
     const rl = w?.remoteLease;
-    if (w && rl && rl.secret === secret && !rl.socket) this.endRemoteLease(w, rl);
+    if (w && rl && rl.secret === secret) this.endRemoteLease(w, rl);
   }
 
   /** Owner side: a worker leased to a process here died on its node. */
@@ -540,7 +540,13 @@ export class NodeAgent {
       case "leaseReturn": {
         const w = this.workers.get(m.worker);
         if (w?.state === "direct" && w.directOwner === conn) this.endLease(w);
-        if (this.remoteLeases.get(m.worker)?.conn === conn) this.remoteLeases.delete(m.worker);
+        const r = this.remoteLeases.get(m.worker);
+        if (r?.conn === conn) {
+          // Ended there now, before any later lease request of ours on the same link arrives
+          // (the closing of the process's own connection to it may come later).
+          this.remoteLeases.delete(m.worker);
+          this.net?.sendTo(r.node, { t: "leaseEnd", worker: m.worker, secret: r.secret });
+        }
         return;
       }
       case "leaseSpread":

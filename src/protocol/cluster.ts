@@ -76,7 +76,7 @@ export type ClusterMsg =
   | { t: "lease"; rid?: number; res: Record<string, number>; job: string; b?: string; n: number; owner: string }
   /** Node → owner: a worker leased to one of its processes died (its tasks in flight are lost). */
   | { t: "leaseLost"; worker: string; kind: string; message: string }
-  /** Owner → node: a lease granted too late (or to a process gone meanwhile) is not wanted. */
+  /** Owner → node: a lease is given back (or was granted too late, or to a process gone meanwhile). */
   | { t: "leaseEnd"; worker: string; secret: string }
   /** Owner → node: your store holds this object of ours (a leased worker wrote it); free it with ours. */
   | { t: "adopt"; id: string; loc: StoredLoc }

@@ -53,6 +53,7 @@ interface Lease {
   idle?: NodeJS.Timeout;
   lostTimer?: NodeJS.Timeout;
   gone: boolean;
+  connecting: boolean;
 }
 
 interface Pool {
@@ -69,6 +70,8 @@ interface Pool {
   /** Its tasks take 10 ms or more: the agent spreads them. */
   long: boolean;
   again?: NodeJS.Timeout;
+  /** Leases whose connection is not up yet. */
+  connecting: number;
 }
 
 /** While tasks wait here, ask for more leases this often (a node may have freed a CPU). */
@@ -95,7 +98,7 @@ export class SpreadTasks {
     const key = JSON.stringify(spec.res) + (spec.fn.b ?? "");
     let p = this.pools.get(key);
     if (!p) {
-      p = { res: spec.res, b: spec.fn.b, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false };
+      p = { res: spec.res, b: spec.fn.b, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false, connecting: 0 };
       this.pools.set(key, p);
     }
     if (p.long) {
@@ -155,6 +158,9 @@ export class SpreadTasks {
   // ---------------------------------------------------------------- queue
 
   private pump(p: Pool): void {
+    // Leases granted together start together: the first to connect would take every task of a
+    // short burst, and SPREAD would not spread.
+    if (p.connecting > 0) return;
     while (p.qHead < p.queue.length) {
       const l = this.pick(p);
       if (!l) break;
@@ -234,7 +240,8 @@ export class SpreadTasks {
   }
 
   private open(p: Pool, g: LeaseGrant): void {
-    const l: Lease = { pool: p, grant: g, inflight: new Map(), gone: false, samples: 0, slow: 0 };
+    const l: Lease = { pool: p, grant: g, inflight: new Map(), gone: false, samples: 0, slow: 0, connecting: true };
+    p.connecting++;
     p.leases.push(l);
     this.byWorker.set(g.worker, l);
     // A connection that does not come up soon is given up (its tasks wait for other leases).
@@ -242,6 +249,7 @@ export class SpreadTasks {
     giveUp.unref?.();
     const attach = (socket: net.Socket, head?: Buffer) => {
       clearTimeout(giveUp);
+      this.connected(l);
       if (l.gone) {
         socket.destroy();
         return;
@@ -370,8 +378,16 @@ export class SpreadTasks {
     if (!p.leases.length) p.long = false;
   }
 
+  /** Its connection is up, or will never be. */
+  private connected(l: Lease): void {
+    if (!l.connecting) return;
+    l.connecting = false;
+    l.pool.connecting--;
+  }
+
   /** Its connection closed: the worker or its node went away, or we gave it back. */
   private closed(l: Lease): void {
+    this.connected(l);
     const wasGone = l.gone;
     this.drop(l);
     // Never connected: the worker is still leased to us; give it back.
