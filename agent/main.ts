@@ -119,7 +119,11 @@ async function runAgent(argv: string[]): Promise<void> {
           jobs: st.listJobs(20),
         }),
         // Node agents join on the same port, at /peer, with the same token.
-        peerUpgrade: (srv) => acceptPeers(srv, token, (l) => net.accept(l)),
+        peerUpgrade: (srv) => {
+          const peers = acceptPeers(srv, token, (l) => net.accept(l));
+          // ...and processes of other nodes holding leases on this node's workers, at /direct.
+          return (req, socket, h) => peers(req, socket, h) || net.upgradeDirect(req, socket, h);
+        },
         httpRequest: (req, res) => net.serveHttp(req, res),
       },
       host,
@@ -135,7 +139,7 @@ async function runAgent(argv: string[]): Promise<void> {
     });
     const onUpgrade = acceptPeers(peerServer, token, (l) => net.accept(l));
     peerServer.on("upgrade", (req, socket, h) => {
-      if (!onUpgrade(req, socket, h)) socket.destroy();
+      if (!onUpgrade(req, socket, h) && !net.upgradeDirect(req, socket as import("node:net").Socket, h)) socket.destroy();
     });
     await new Promise<void>((resolve, reject) => {
       peerServer!.once("error", reject);

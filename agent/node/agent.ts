@@ -1,12 +1,13 @@
 // The node agent: local scheduler, worker pool, object directory and store of one node.
 // Drivers and workers on this node talk to it over a Unix socket. On the head it also hosts
 // the head services (control store, jobs, API), which plug in through `HeadHooks`.
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { FrameReader, FrameWriter } from "../../src/protocol/frame.js";
-import { validateProcMessage, type AgentToProc, type ArgWire, type ProcToAgent, type ResolvedArg } from "../../src/protocol/local.js";
+import { validateProcMessage, type AgentToProc, type ArgWire, type LeaseGrant, type ProcToAgent, type ResolvedArg } from "../../src/protocol/local.js";
 import type { StoredLoc, Tagged } from "../../src/protocol/values.js";
 import { encodeError } from "../../src/runtime/serialize.js";
 import type { WireError } from "../../src/runtime/errors.js";
@@ -288,28 +289,136 @@ export class NodeAgent {
    * now and nothing queued, i.e. when the agent would have run the task here at once anyway.
    */
   private grantLease(conn: Conn, res: Resources): { worker: string; sock: string } | null {
-    if (process.env.TRAY_DIRECT_TASKS === "0" || this.stopping) return null;
-    if (res.GPU) return null;
+    const w = this.leasable(this.jobOf(conn), res);
+    if (!w) return null;
+    subtract(this.available, res);
+    this.taskStats.localLeases++;
+    w.state = "direct";
+    w.directOwner = conn;
+    w.lease = { cls: `direct:${conn.id}`, res, gpus: [], tasks: [] };
+    return { worker: w.id, sock: w.sock };
+  }
+
+  /** An idle worker of the job that could be leased for this shape now, if any. */
+  private leasable(job: string, res: Resources): WorkerProc | undefined {
+    if (process.env.TRAY_DIRECT_TASKS === "0" || this.stopping) return undefined;
+    if (res.GPU) return undefined;
     // Room for the lease after everything already queued here has had its share.
     const left = { ...this.available };
     for (const q of this.queues.values()) {
       const head = q.peek();
       if (head) for (const [k, v] of Object.entries(head.res)) left[k] = (left[k] ?? 0) - v * q.length;
     }
-    if (!fits(left, res)) return null;
-    const job = this.jobOf(conn);
+    if (!fits(left, res)) return undefined;
     let w: WorkerProc | undefined;
     for (const x of this.workers.values()) if (x.state === "idle" && x.envKey === "" && x.job === job && x.conn) w = x;
     if (!w) {
       w = this.idleWorker(job, "");
-      if (!w || !w.conn) return null;
+      if (!w || !w.conn) return undefined;
     }
-    subtract(this.available, res);
-    w.state = "direct";
     w.job = job;
-    w.directOwner = conn;
-    w.lease = { cls: `direct:${conn.id}`, res, gpus: [], tasks: [] };
-    return { worker: w.id, sock: w.sock };
+    return w;
+  }
+
+  /**
+   * What passed through this agent (nodes() shows it for the node a process runs on): tasks
+   * submitted here, forwarded to other nodes, and leases granted to processes here on this
+   * node's workers and on other nodes'.
+   */
+  readonly taskStats = { submitted: 0, forwarded: 0, localLeases: 0, remoteLeases: 0 };
+
+  /** Owner side: workers of other nodes leased to processes here, and by whom. */
+  private readonly remoteLeases = new Map<string, { conn: Conn; node: string; secret: string }>();
+
+  /**
+   * SPREAD leases for a process here: up to `n` workers on every node that can run the shape,
+   * this one and the others (asked over their links; each grants what it has idle now). The
+   * process then sends its tasks to them itself: this agent is not on their path.
+   */
+  private async grantSpread(conn: Conn, res: Resources, b: string | undefined, n: number): Promise<LeaseGrant[]> {
+    const out: LeaseGrant[] = [];
+    n = Math.min(n, 64);
+    for (let i = 0; i < n; i++) {
+      const g = this.grantLease(conn, res);
+      if (!g) break;
+      out.push({ worker: g.worker, sock: g.sock, node: this.opts.nodeId });
+    }
+    const net = this.net;
+    if (!net || process.env.TRAY_DIRECT_TASKS === "0" || this.stopping || res.GPU) return out;
+    const job = this.jobOf(conn);
+    const others = net.nodeViews().filter((v) => v.alive && v.nodeId !== this.opts.nodeId && feasible(v.total, res));
+    // A slow node does not hold up the others' leases: what it grants late is given back.
+    const answers = await Promise.all(
+      others.map((v) => {
+        const asked = net.requestLeases(v.nodeId, res, job, b, n);
+        return new Promise<{ v: (typeof others)[number]; g: Array<{ worker: string; secret: string }> }>((resolve) => {
+          const timer = setTimeout(() => {
+            resolve({ v, g: [] });
+            asked.then((late) => { for (const x of late) net.sendTo(v.nodeId, { t: "leaseEnd", worker: x.worker, secret: x.secret }); }, () => {});
+          }, 1500);
+          asked.then(
+            (g) => (clearTimeout(timer), resolve({ v, g })),
+            () => (clearTimeout(timer), resolve({ v, g: [] })),
+          );
+        });
+      }),
+    );
+    for (const { v, g } of answers) {
+      for (const x of g) {
+        // The process went away meanwhile: its leases go back.
+        if (conn.socket.destroyed) {
+          net.sendTo(v.nodeId, { t: "leaseEnd", worker: x.worker, secret: x.secret });
+          continue;
+        }
+        this.remoteLeases.set(x.worker, { conn, node: v.nodeId, secret: x.secret });
+        this.taskStats.remoteLeases++;
+        out.push({ worker: x.worker, node: v.nodeId, addr: `${v.ip}:${v.port}`, token: net.token, secret: x.secret });
+      }
+    }
+    return out;
+  }
+
+  /** This node's idle workers leased to a process of another node (its agent asked). */
+  grantRemoteLeases(owner: string, res: Resources, job: string, n: number): Array<{ worker: string; secret: string }> {
+    const out: Array<{ worker: string; secret: string }> = [];
+    for (let i = 0; i < Math.min(n, 64); i++) {
+      const w = this.leasable(job, res);
+      if (!w) break;
+      subtract(this.available, res);
+      w.state = "direct";
+      w.lease = { cls: `remote:${owner}`, res, gpus: [], tasks: [] };
+      const rl: NonNullable<WorkerProc["remoteLease"]> = { owner, secret: crypto.randomBytes(18).toString("base64url") };
+      // Nobody connected: the grant went astray (the process died, a reply was lost).
+      rl.timer = setTimeout(() => !rl.socket && this.endRemoteLease(w!, rl), 10_000);
+      rl.timer.unref();
+      w.remoteLease = rl;
+      out.push({ worker: w.id, secret: rl.secret });
+    }
+    return out;
+  }
+
+  /** A lease to another node's process is over (its connection closed, or its owner died). */
+  endRemoteLease(w: WorkerProc, rl: NonNullable<WorkerProc["remoteLease"]>): void {
+    if (w.remoteLease !== rl) return;
+    w.remoteLease = undefined;
+    clearTimeout(rl.timer);
+    rl.socket?.destroy();
+    if (w.state === "direct") this.endLease(w);
+  }
+
+  /** A lease granted to another node's process is given back (or was never wanted): its owner says so. */
+  leaseEnd(worker: string, secret: string): void {
+    const w = this.workers.get(worker);
+    const rl = w?.remoteLease;
+    if (w && rl && rl.secret === secret) this.endRemoteLease(w, rl);
+  }
+
+  /** Owner side: a worker leased to a process here died on its node. */
+  onRemoteLeaseLost(worker: string, kind: string, message: string): void {
+    const r = this.remoteLeases.get(worker);
+    if (!r) return;
+    this.remoteLeases.delete(worker);
+    r.conn.send({ t: "leaseLost", worker, kind, message });
   }
 
   private endLease(w: WorkerProc): void {
@@ -325,6 +434,7 @@ export class NodeAgent {
 
   private onClose(conn: Conn): void {
     this.conns.delete(conn);
+    for (const [worker, r] of this.remoteLeases) if (r.conn === conn) this.remoteLeases.delete(worker);
     for (const w of this.workers.values()) if (w.state === "direct" && w.directOwner === conn) this.endLease(w);
     for (const id of conn.held) this.objects.decr(id);
     conn.held.clear();
@@ -437,6 +547,34 @@ export class NodeAgent {
       case "leaseReturn": {
         const w = this.workers.get(m.worker);
         if (w?.state === "direct" && w.directOwner === conn) this.endLease(w);
+        const r = this.remoteLeases.get(m.worker);
+        if (r?.conn === conn) {
+          // Ended there now, before any later lease request of ours on the same link arrives
+          // (the closing of the process's own connection to it may come later).
+          this.remoteLeases.delete(m.worker);
+          this.net?.sendTo(r.node, { t: "leaseEnd", worker: m.worker, secret: r.secret });
+        }
+        return;
+      }
+      case "leaseSpread":
+        this.grantSpread(conn, m.res, m.b, m.n).then(
+          (value) => conn.send({ t: "rep", rid: m.rid, value }),
+          () => conn.send({ t: "rep", rid: m.rid, value: [] }),
+        );
+        return;
+      case "directLineage": {
+        // A large result of a task run by a leased worker of another node: if that node dies
+        // before the object is read here, the task runs again (as for forwarded tasks).
+        const e = this.objects.get(m.id);
+        if (!e || !e.loc || e.loc.node === this.opts.nodeId || e.lineage) return;
+        const job = this.jobOf(conn);
+        const t: Task = {
+          id: m.id, fn: m.fn, args: m.args, res: m.res, o: m.o, g: 0, job, envKey: "", cls: `${job}|${JSON.stringify(m.res)}|`,
+          retriesLeft: typeof m.o.maxRetries === "number" ? (m.o.maxRetries < 0 ? Infinity : m.o.maxRetries) : 3,
+          depsLeft: 0, state: "done",
+        };
+        this.holdArgs(t.args, +1);
+        e.lineage = t;
         return;
       }
       case "getActor": {
@@ -471,7 +609,8 @@ export class NodeAgent {
         conn.held.add(m.id);
         return;
       case "directDone":
-        if (m.loc) this.store.add(m.id, m.loc);
+        if (m.loc && m.loc.node !== this.opts.nodeId) this.net?.adopt(m.id, m.loc, !!this.objects.get(m.id));
+        else if (m.loc) this.store.add(m.id, m.loc);
         this.objects.resolve(m.id, m.err ? encodeError(m.err) : m.v, m.loc);
         return;
     }
@@ -491,6 +630,7 @@ export class NodeAgent {
       // objects: entries of this agent's directory (results kept by their submitters are not there)
       store: { ...this.store.stats(), objects: this.objects.entries.size },
       workers: this.workers.size,
+      taskStats: { ...this.taskStats } as NodeAgent["taskStats"] | undefined,
       pending: this.pendingDemand(),
       queuedCount: this.queuedCount(),
     };
@@ -524,6 +664,7 @@ export class NodeAgent {
             workers: v.workers ?? 0,
             pending: (v.pending ?? []) as ReturnType<NodeAgent["pendingDemand"]>,
             queuedCount: v.queued,
+            taskStats: undefined,
           },
     );
   }
@@ -585,6 +726,7 @@ export class NodeAgent {
   // ------------------------------------------------------------------ tasks
 
   private submit(conn: Conn, m: Extract<ProcToAgent, { t: "submit" }>): void {
+    this.taskStats.submitted++;
     const job = this.jobOf(conn);
     const env = m.o.env as Record<string, string> | undefined;
     const envKey = env ? JSON.stringify(env) : "";
@@ -652,6 +794,7 @@ export class NodeAgent {
         return;
       }
       if ("node" in p && p.node !== this.opts.nodeId) {
+        this.taskStats.forwarded++;
         this.net.forwardTask(task, p.node);
         return;
       }
@@ -1010,6 +1153,9 @@ export class NodeAgent {
 
   /** Another node died: what ran there is retried or failed, what lived there rebuilt or lost. */
   onNodeDied(nodeId: string, name: string): void {
+    // Leases both ways: ours on its workers are lost with their tasks; its on ours end.
+    for (const [worker, r] of this.remoteLeases) if (r.node === nodeId) this.onRemoteLeaseLost(worker, "NodeDiedError", `node ${name} died while running it`);
+    for (const w of this.workers.values()) if (w.remoteLease?.owner === nodeId) this.endRemoteLease(w, w.remoteLease);
     for (const t of [...this.tasks.values()]) {
       if (t.remoteNode !== nodeId || t.state === "done") continue;
       t.remoteNode = undefined;
@@ -1107,6 +1253,13 @@ export class NodeAgent {
         ? `the worker running it (pid ${w.pid}) ran out of memory; give the task more memory or split the work`
         : `the worker running it (pid ${w.pid}) ${how}${w.stderrTail.length ? ": " + w.stderrTail.slice(-3).join(" | ") : ""}`;
       owner?.send({ t: "leaseLost", worker: w.id, kind, message });
+      const rl = w.remoteLease;
+      if (rl) {
+        this.net?.sendTo(rl.owner, { t: "leaseLost", worker: w.id, kind, message });
+        w.remoteLease = undefined;
+        clearTimeout(rl.timer);
+        rl.socket?.destroy();
+      }
       add(this.available, w.blocked ? nonCpuPart(w.lease!.res) : w.lease!.res);
       w.lease = undefined;
     } else if (w.actorId) {

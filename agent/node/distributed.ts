@@ -4,6 +4,8 @@
 // none of these paths except membership, named actors and job bundles.
 import fs from "node:fs";
 import http from "node:http";
+import net from "node:net";
+import crypto from "node:crypto";
 import path from "node:path";
 import type { NodeAgent, Task, Actor, Conn } from "./agent.js";
 import type { ClusterMsg, NodeView, RemoteTask } from "../../src/protocol/cluster.js";
@@ -45,6 +47,8 @@ export class Distributed {
   /** Job bundles known to be in this node's bundle folder. */
   private readonly haveBundles = new Set<string>();
   private readonly subscribers = new Map<string, Subscriber>();
+  /** Objects a leased worker wrote here whose owner's `adopt` is still on its way (HTTP GETs wait). */
+  private readonly adoptWaiters = new Map<string, Array<() => void>>();
   /** Bundles of placement groups reserved on this node. */
   readonly bundles: BundleReservations;
   /** Head only: the placement-group table. */
@@ -388,7 +392,7 @@ export class Distributed {
   }
 
   /** Serve GET /object/<id> to peers (see fetchObject); false for any other request. */
-  serveHttp(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  serveHttp(req: http.IncomingMessage, res: http.ServerResponse, waited = false): boolean {
     const m = /^\/object\/([^/?]+)$/.exec(req.url ?? "");
     if (!m || req.method !== "GET") return false;
     if (!tokenMatches(req, this.token)) {
@@ -397,6 +401,30 @@ export class Distributed {
     }
     const id = decodeURIComponent(m[1]!);
     const loc = this.agent.objects.get(id)?.loc ?? this.copies.get(id);
+    if ((!loc || loc.node !== this.selfId) && !waited && this.ownerOf(id) !== this.selfId) {
+      // Written by a worker leased to another node's process: its owner's `adopt` may still be
+      // on the way (it travels on the link, this request on its own connection).
+      const list = this.adoptWaiters.get(id) ?? [];
+      this.adoptWaiters.set(id, list);
+      let done = false;
+      const retry = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.serveHttp(req, res, true);
+      };
+      const timer = setTimeout(() => {
+        const l = this.adoptWaiters.get(id);
+        if (l) {
+          const i = l.indexOf(retry);
+          if (i >= 0) l.splice(i, 1);
+          if (!l.length) this.adoptWaiters.delete(id);
+        }
+        retry();
+      }, 1000);
+      list.push(retry);
+      return true;
+    }
     if (!loc || loc.node !== this.selfId) {
       res.writeHead(404).end(`object ${id} is not on node ${this.agent.opts.nodeName}\n`);
       return true;
@@ -411,6 +439,77 @@ export class Distributed {
     }
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(loc.size) });
     sendFile(res, fd, loc.size, () => {});
+    return true;
+  }
+
+  /**
+   * Owner side: a worker of another node, leased to a process here, wrote this result into its
+   * node's store. Recorded like a forwarded task's result: that node keeps the file (as a copy
+   * of our object) until we free it. `known` false: the object is already gone here.
+   */
+  adopt(id: string, loc: StoredLoc, known: boolean): void {
+    if (!known) {
+      this.sendTo(loc.node, { t: "free", ids: [id] });
+      return;
+    }
+    this.recordRemoteCopy(id, loc);
+    this.sendTo(loc.node, { t: "adopt", id, loc });
+  }
+
+  /** Owner side: ask a node for up to `n` leases on its idle workers for a process here. */
+  async requestLeases(nodeId: string, res: Resources, job: string, b: string | undefined, n: number): Promise<Array<{ worker: string; secret: string }>> {
+    const link = await this.linkTo(nodeId);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no answer")), 5000);
+    });
+    try {
+      const g = await Promise.race([link.request<Array<{ worker: string; secret: string }>>({ t: "lease", res, job, b, n, owner: this.selfId }), timeout]);
+      return Array.isArray(g) ? g : [];
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * `GET /direct/<worker>` upgraded to a raw byte stream: a process of another node that holds
+   * a lease on one of our workers talks to it through here (cluster token and the lease's
+   * secret required); the bytes are piped to the worker's Unix socket, never decoded here.
+   */
+  upgradeDirect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): boolean {
+    const m = /^\/direct\/([^/?]+)$/.exec(req.url ?? "");
+    if (!m) return false;
+    const deny = (status: string, why: string) => {
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${why}\n`);
+      return true;
+    };
+    if (!tokenMatches(req, this.token)) return deny("401 Unauthorized", "missing or wrong cluster token");
+    const w = this.agent.workers.get(decodeURIComponent(m[1]!));
+    const rl = w?.remoteLease;
+    const given = Buffer.from(String(req.headers["x-tray-lease"] ?? ""));
+    const want = Buffer.from(rl?.secret ?? "");
+    if (!w || !rl || rl.socket || w.state !== "direct" || given.length !== want.length || !crypto.timingSafeEqual(given, want)) {
+      return deny("403 Forbidden", "no such lease");
+    }
+    rl.socket = socket;
+    clearTimeout(rl.timer);
+    socket.setNoDelay?.(true);
+    const unix = net.createConnection(w.sock);
+    const end = () => {
+      socket.destroy();
+      unix.destroy();
+      this.agent.endRemoteLease(w, rl);
+    };
+    unix.on("connect", () => {
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: tray-direct\r\nconnection: Upgrade\r\n\r\n");
+      if (head.length) unix.write(head);
+      socket.pipe(unix);
+      unix.pipe(socket);
+    });
+    socket.on("close", end);
+    unix.on("close", end);
+    socket.on("error", () => {});
+    unix.on("error", () => {});
     return true;
   }
 
@@ -663,6 +762,27 @@ export class Distributed {
       case "endJob":
         a.endJob(m.job, false);
         return;
+      case "lease": {
+        const grant = () => link.reply(m.rid!, a.grantRemoteLeases(m.owner, m.res, m.job, m.n));
+        // The worker imports the job's code from this node's bundle folder.
+        if (m.b) this.ensureBundle(m.b).then(grant, () => link.reply(m.rid!, []));
+        else grant();
+        return;
+      }
+      case "leaseLost":
+        a.onRemoteLeaseLost(m.worker, m.kind, m.message);
+        return;
+      case "leaseEnd":
+        a.leaseEnd(m.worker, m.secret);
+        return;
+      case "adopt": {
+        this.copies.set(m.id, m.loc);
+        a.store.add(m.id, m.loc);
+        const waiting = this.adoptWaiters.get(m.id);
+        this.adoptWaiters.delete(m.id);
+        for (const f of waiting ?? []) f();
+        return;
+      }
       case "leave":
         this.table?.markDead(m.nodeId);
         return;

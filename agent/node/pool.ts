@@ -20,6 +20,8 @@ export interface WorkerProc {
   sock: string;
   /** The connection that leased this worker for direct tasks (state "direct"). */
   directOwner?: unknown;
+  /** Leased to a process on another node (state "direct"): reached through our peer server. */
+  remoteLease?: { owner: string; secret: string; socket?: import("node:net").Socket; timer?: NodeJS.Timeout };
   proc: ChildProcess;
   pid: number;
   /** Job it belongs to ("" = not yet assigned). */

@@ -72,6 +72,14 @@ export type ClusterMsg =
   | { t: "pgPrepare"; rid?: number; id: string; i: number; res: Record<string, number> }
   | { t: "pgCommit"; rid?: number; id: string; i: number }
   | { t: "pgRelease"; rid?: number; id: string; i: number }
+  /** Owner → node: lease up to `n` idle workers to a process of the owner (direct SPREAD tasks). */
+  | { t: "lease"; rid?: number; res: Record<string, number>; job: string; b?: string; n: number; owner: string }
+  /** Node → owner: a worker leased to one of its processes died (its tasks in flight are lost). */
+  | { t: "leaseLost"; worker: string; kind: string; message: string }
+  /** Owner → node: a lease is given back (or was granted too late, or to a process gone meanwhile). */
+  | { t: "leaseEnd"; worker: string; secret: string }
+  /** Owner → node: your store holds this object of ours (a leased worker wrote it); free it with ours. */
+  | { t: "adopt"; id: string; loc: StoredLoc }
   /** A node agent stopping cleanly: the head need not wait for its silence. */
   | { t: "leave"; nodeId: string };
 
@@ -109,6 +117,10 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   locateActor: (m) => isStr(m.actor) && isNum(m.rid),
   endJob: (m) => isStr(m.job),
   leave: (m) => isStr(m.nodeId),
+  lease: (m) => isNum(m.rid) && isRes(m.res) && isStr(m.job) && isNum(m.n) && isStr(m.owner) && (m.b === undefined || isStr(m.b)),
+  leaseLost: (m) => isStr(m.worker) && isStr(m.kind) && isStr(m.message),
+  leaseEnd: (m) => isStr(m.worker) && isStr(m.secret),
+  adopt: (m) => isStr(m.id) && isObj(m.loc) && isStr(m.loc.path) && isStr(m.loc.node) && isNum(m.loc.size),
   pg: (m) => isNum(m.rid) && isStr(m.op) && isStr(m.id) && (m.bundles === undefined || isBundles(m.bundles)),
   pgPrepare: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i) && isRes(m.res),
   pgCommit: (m) => isNum(m.rid) && isStr(m.id) && isNum(m.i),

@@ -52,6 +52,13 @@ export type ProcToAgent =
   /** Lease a local worker for tasks of this shape, to send them to it directly. */
   | { t: "lease"; rid: number; res: Record<string, number> }
   | { t: "leaseReturn"; worker: string }
+  /**
+   * Lease workers on every node that can run this shape (this one and others), up to `n` per
+   * node, for SPREAD tasks this process then sends to them directly. Answered with grants.
+   */
+  | { t: "leaseSpread"; rid: number; res: Record<string, number>; b?: string; n: number }
+  /** A directly-run task whose large result stayed on another node: how to rebuild it. */
+  | { t: "directLineage"; id: string; fn: FnRef; args: ArgWire[]; res: Record<string, number>; o: Record<string, unknown> }
   | { t: "kill"; actor: string; noRestart: boolean }
   | { t: "getActor"; rid: number; name: string; namespace: string }
   | { t: "cluster"; rid: number; what: "nodes" | "total" | "available" }
@@ -62,6 +69,20 @@ export type ProcToAgent =
   | { t: "direct"; id: string; actor: string }
   /** The result of such a call: the object the agent tracks becomes ready. */
   | { t: "directDone"; id: string; v?: Tagged; loc?: StoredLoc; err?: WireError };
+
+/**
+ * A worker leased to a submitter: on its node (`sock`, its Unix socket) or on another node
+ * (`addr` of that node's peer server, where `/direct/<worker>` with the cluster token and the
+ * lease's `secret` is piped to the worker's socket).
+ */
+export interface LeaseGrant {
+  worker: string;
+  node: string;
+  sock?: string;
+  addr?: string;
+  token?: string;
+  secret?: string;
+}
 
 export type AgentToProc =
   | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
@@ -128,6 +149,8 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   direct: (m) => isStr(m.id) && isStr(m.actor),
   lease: (m) => isNum(m.rid) && isRes(m.res),
   leaseReturn: (m) => isStr(m.worker),
+  leaseSpread: (m) => isNum(m.rid) && isRes(m.res) && isNum(m.n) && m.n >= 1 && (m.b === undefined || isStr(m.b)),
+  directLineage: (m) => isStr(m.id) && isFnRef(m.fn) && isArgs(m.args) && isRes(m.res) && isObj(m.o),
   directDone: (m) => isStr(m.id) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
 };
 

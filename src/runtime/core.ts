@@ -11,6 +11,7 @@ import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeErr
 import { readGrowing, writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
+import { SpreadTasks } from "./spread.js";
 import type { FnRef } from "./remote.js";
 import { DirectTasks, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
 import { isPrimitive } from "../protocol/local.js";
@@ -290,7 +291,7 @@ export class Core {
         this.objects.set(id, o);
       }
       // A direct result arrives on its own path; the agent is asked only if it is handed back.
-      if (o.s === 0 && !o.subscribed && !o.direct) {
+      if (o.s === 0 && !o.subscribed && !o.direct && !this.spread.has(id)) {
         o.subscribed = true;
         want.push(id);
       }
@@ -456,6 +457,7 @@ export class Core {
     this.objects.set(id, { s: 0 });
     const shape = this.shapeOf(opts);
     const spec: DirectSpec = { fn, args: this.encodeArgs(args), res: shape.res, o: shape.wire, p: ctx?.taskId };
+    if (!generator && this.spread.offer(id, spec)) return this.newRef(id);
     const direct = !generator && shape.direct && DirectTasks.argsEligible(spec);
     if (!direct || !this.directTasks.submit(id, spec, shape.key)) {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
@@ -482,6 +484,26 @@ export class Core {
       directResult: (id, v, loc, err, p) => core.directResult(id, v, loc, err, p),
       resubmit: (id, spec, maxRetries) => core.resubmit(id, spec, maxRetries),
     }))(this);
+
+  /** SPREAD tasks: leases on workers of every node, tasks pushed to them from here. */
+  private readonly spread = new SpreadTasks({
+    nodeId: () => this.nodeId,
+    jobId: () => this.jobId,
+    namespace: () => this.namespace,
+    request: (m) => this.request(m),
+    send: (m) => this.send(m),
+    // Owned here like any direct result (see "ownership" above): the agent hears of it only
+    // if a ref to it leaves this process.
+    announce: (id) => {
+      const o = this.objects.get(id);
+      if (o) {
+        o.direct = true;
+        o.local = true;
+      }
+    },
+    result: (id, v, loc, err, p) => this.directResult(id, v, loc, err, p),
+    resubmit: (id, spec, maxRetries) => this.resubmit(id, spec, maxRetries),
+  });
 
   private resubmit(id: string, spec: DirectSpec, maxRetries: number): void {
     // The agent owns the retry (and counts us as a holder of its result from the submit on).
@@ -520,6 +542,7 @@ export class Core {
 
   /** cancel(): direct tasks are cancelled on their path; the rest by the agent. */
   cancel(id: string, force: boolean, recursive: boolean): void {
+    if (this.spread.cancel(id, force, recursive)) return;
     if (!this.directTasks.cancel(id, force, recursive)) this.send({ t: "cancel", id, force, recursive });
   }
 
@@ -616,6 +639,13 @@ export class Core {
       this.send({ t: "directDone", id, v: p ? encodeValue(p.p) : v, loc, err });
     }
     if (!o) return;
+    // Written on another node (by a worker leased there): the agent copies it here when it is
+    // read, and says so to whoever subscribed.
+    if (loc && loc.node !== this.nodeId) {
+      o.direct = false; // from now on the agent's: a get subscribes there
+      if (o.waiters?.length) this.subscribe([id]);
+      return;
+    }
     o.s = 1;
     o.direct = false;
     if (err) o.v = encodeErrorValue(err);
@@ -664,6 +694,7 @@ export class Core {
   private onMessage(m: AgentToProc): void {
     switch (m.t) {
       case "leaseLost":
+        if (this.spread.leaseLost(m.worker, m.kind, m.message)) return;
         this.directTasks.leaseLost(m.worker, m.kind, m.message);
         return;
       case "actorDirect":

@@ -1,0 +1,436 @@
+// SPREAD tasks submitted the way Ray's owners do it: the submitting process leases workers on
+// every node that can run the task's shape (its own node's over their Unix sockets, other
+// nodes' through those nodes' peer servers, authenticated with the cluster token and a
+// per-lease secret), queues its tasks itself and pushes them round-robin over its leases. The
+// agents take part once per lease (grant, return, loss), not once per task: the owner's agent
+// only hears `direct`/`directDone` (the object directory), and no task or result crosses it.
+//
+// Only tiny tasks are queued here: once a lease reports tasks of 10 ms or more, what is queued
+// goes to the agent, which spreads long tasks over every free CPU of the cluster, and an idle
+// lease takes one at a time. When no lease can be had at all, the agent's path is taken too.
+import http from "node:http";
+import net from "node:net";
+import { FrameReader, FrameWriter } from "../protocol/frame.js";
+import type { StoredLoc, Tagged } from "../protocol/values.js";
+import type { ArgWire, LeaseGrant } from "../protocol/local.js";
+import type { FnRef } from "./remote.js";
+import type { WireError } from "./errors.js";
+
+export interface SpreadSpec {
+  fn: FnRef;
+  args: ArgWire[];
+  res: Record<string, number>;
+  o: Record<string, unknown>;
+  p?: string;
+}
+
+/** What the process's core does for this submitter. */
+export interface SpreadHost {
+  nodeId(): string;
+  jobId(): string;
+  namespace(): string;
+  request<T>(m: Record<string, unknown> & { t: string }): Promise<T>;
+  send(m: any): void;
+  /** The agent learns of a task sent to a leased worker (its result object is tracked there). */
+  announce(id: string): void;
+  /** A task's outcome (also reported to the agent). */
+  /** `p`: a primitive result, carried as itself (see DoneMsg). */
+  result(id: string, v?: Tagged, loc?: StoredLoc, err?: WireError, p?: { p?: unknown }): void;
+  /** Through the agent after all, with this many retries left. */
+  resubmit(id: string, spec: SpreadSpec, maxRetries: number): void;
+}
+
+interface Lease {
+  pool: Pool;
+  grant: LeaseGrant;
+  socket?: net.Socket;
+  writer?: FrameWriter;
+  inflight: Map<string, SpreadSpec>;
+  /** Recent task duration on this worker (EWMA, ms). */
+  ms?: number;
+  samples: number;
+  /** Consecutive runs of 10 ms or more. */
+  slow: number;
+  idle?: NodeJS.Timeout;
+  lostTimer?: NodeJS.Timeout;
+  gone: boolean;
+  connecting: boolean;
+}
+
+interface Pool {
+  res: Record<string, number>;
+  b?: string;
+  queue: Array<{ id: string; spec: SpreadSpec } | undefined>;
+  qHead: number;
+  leases: Lease[];
+  rr: number;
+  asking: boolean;
+  lastAsk: number;
+  /** No lease could be had: the agent's path until then. */
+  noLeaseUntil: number;
+  /** Its tasks take 10 ms or more: the agent spreads them. */
+  long: boolean;
+  again?: NodeJS.Timeout;
+  /** Leases whose connection is not up yet. */
+  connecting: number;
+}
+
+/** While tasks wait here, ask for more leases this often (a node may have freed a CPU). */
+const REASK_MS = 200;
+/** How long a lease's connection may take to come up. */
+const CONNECT_MS = 3000;
+/** A lease's connection closed with tasks in flight: how long its agent has to say why. */
+const LOST_GRACE_MS = 200;
+
+export class SpreadTasks {
+  private readonly pools = new Map<string, Pool>();
+  private readonly byWorker = new Map<string, Lease>();
+  private readonly cancelled = new Set<string>();
+  /** Tasks queued here or sent to a leased worker: their results come back to this process. */
+  private readonly mine = new Set<string>();
+
+  constructor(private readonly host: SpreadHost) {}
+
+  /** Take a task (true), or leave it to the usual paths (false). */
+  offer(id: string, spec: SpreadSpec): boolean {
+    if (spec.o.strategy !== "SPREAD" || process.env.TRAY_DIRECT_TASKS === "0" || spec.o.env || spec.res.GPU) return false;
+    // Plain values only, with no refs inside: nothing for an agent to resolve or hold.
+    for (const a of spec.args) if (!("v" in a) || a.v.r?.length) return false;
+    const key = JSON.stringify(spec.res) + (spec.fn.b ?? "");
+    let p = this.pools.get(key);
+    if (!p) {
+      p = { res: spec.res, b: spec.fn.b, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false, connecting: 0 };
+      this.pools.set(key, p);
+    }
+    if (p.long) {
+      const l = p.leases.find((x) => x.writer && x.inflight.size === 0);
+      if (!l) return false;
+      this.host.announce(id);
+      this.mine.add(id);
+      this.sendTask(l, id, spec);
+      return true;
+    }
+    if (!p.leases.length && !p.asking && performance.now() < p.noLeaseUntil) return false;
+    // Known to the agent from now on: a get() on it subscribes there.
+    this.host.announce(id);
+    this.mine.add(id);
+    p.queue.push({ id, spec });
+    this.pump(p);
+    if (p.qHead < p.queue.length) this.ask(p);
+    return true;
+  }
+
+  /** Is this task's result on its way here (no need to ask the agent for it)? */
+  has(id: string): boolean {
+    return this.mine.has(id);
+  }
+
+  /** The agent reports a leased worker (or its node) gone. */
+  leaseLost(worker: string, kind: string, message: string): boolean {
+    const l = this.byWorker.get(worker);
+    if (!l) return false;
+    this.lost(l, kind, message);
+    return true;
+  }
+
+  /** cancel(): a task queued here is dropped, one sent to a leased worker is cancelled there. */
+  cancel(id: string, force: boolean, recursive: boolean): boolean {
+    for (const p of this.pools.values()) {
+      for (let i = p.qHead; i < p.queue.length; i++) {
+        const q = p.queue[i];
+        if (q?.id !== id) continue;
+        p.queue.splice(i, 1);
+        this.mine.delete(id);
+        this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${q.spec.fn.n} (${id}) was cancelled` });
+        return true;
+      }
+      for (const l of p.leases) {
+        if (!l.inflight.has(id)) continue;
+        this.cancelled.add(id);
+        l.writer?.send({ t: "cancel", id });
+        // A worker of this node can be killed by the agent; one of another node finishes.
+        if (force && l.grant.sock) this.host.send({ t: "cancel", id, force, recursive, worker: l.grant.worker });
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // ---------------------------------------------------------------- queue
+
+  private pump(p: Pool): void {
+    // Leases granted together start together: the first to connect would take every task of a
+    // short burst, and SPREAD would not spread.
+    if (p.connecting > 0) return;
+    while (p.qHead < p.queue.length) {
+      const l = this.pick(p);
+      if (!l) break;
+      const q = p.queue[p.qHead]!;
+      p.queue[p.qHead++] = undefined;
+      this.sendTask(l, q.id, q.spec);
+    }
+    if (p.qHead >= p.queue.length) {
+      p.queue = [];
+      p.qHead = 0;
+    }
+  }
+
+  /** The next lease in rotation with room: consecutive tasks go to different workers (nodes). */
+  private pick(p: Pool): Lease | undefined {
+    const n = p.leases.length;
+    for (let k = 0; k < n; k++) {
+      const l = p.leases[(p.rr + k) % n]!;
+      if (l.writer && l.inflight.size < depth(l.ms)) {
+        p.rr = (p.rr + k + 1) % n;
+        return l;
+      }
+    }
+    return undefined;
+  }
+
+  private sendTask(l: Lease, id: string, spec: SpreadSpec): void {
+    clearTimeout(l.idle);
+    l.inflight.set(id, spec);
+    l.writer!.send({ t: "task", id, fn: spec.fn, args: spec.args, g: 0, job: this.host.jobId(), ns: this.host.namespace() });
+  }
+
+  /** Everything queued here goes through the agent. */
+  private toAgent(p: Pool): void {
+    for (let i = p.qHead; i < p.queue.length; i++) {
+      const q = p.queue[i];
+      if (!q) continue;
+      this.mine.delete(q.id);
+      this.host.resubmit(q.id, q.spec, retriesOf(q.spec));
+    }
+    p.queue = [];
+    p.qHead = 0;
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  private ask(p: Pool): void {
+    if (p.asking || p.again) return;
+    // (20 ms at least between asks: a lease whose connection failed is not re-asked in a loop)
+    const wait = p.lastAsk + (p.leases.length ? REASK_MS : 20) - performance.now();
+    if (wait > 0) {
+      p.again = setTimeout(() => {
+        p.again = undefined;
+        if (p.qHead < p.queue.length && !p.long) this.ask(p);
+      }, wait);
+      p.again.unref?.();
+      return;
+    }
+    p.asking = true;
+    const settle = (grants: LeaseGrant[]) => {
+      p.asking = false;
+      p.lastAsk = performance.now();
+      for (const g of grants) this.open(p, g);
+      if (!p.leases.length) {
+        // No worker free anywhere: the agent queues them (and the next tasks, for a while).
+        p.noLeaseUntil = performance.now() + 20;
+        this.toAgent(p);
+        return;
+      }
+      this.pump(p);
+      if (p.qHead < p.queue.length) this.ask(p);
+    };
+    this.host.request<LeaseGrant[] | null>({ t: "leaseSpread", res: p.res, b: p.b, n: 1 }).then(
+      (g) => settle(Array.isArray(g) ? g : []),
+      () => settle([]),
+    );
+  }
+
+  private open(p: Pool, g: LeaseGrant): void {
+    const l: Lease = { pool: p, grant: g, inflight: new Map(), gone: false, samples: 0, slow: 0, connecting: true };
+    p.connecting++;
+    p.leases.push(l);
+    this.byWorker.set(g.worker, l);
+    // A connection that does not come up soon is given up (its tasks wait for other leases).
+    const giveUp = setTimeout(() => !l.writer && this.closed(l), CONNECT_MS);
+    giveUp.unref?.();
+    const attach = (socket: net.Socket, head?: Buffer) => {
+      clearTimeout(giveUp);
+      this.connected(l);
+      if (l.gone) {
+        socket.destroy();
+        return;
+      }
+      l.socket = socket;
+      socket.setNoDelay?.(true);
+      const reader = new FrameReader(
+        (msgs) => this.onMessages(l, msgs as Array<{ t: string; id: string; ids?: string[]; v?: Tagged; loc?: StoredLoc; err?: WireError; ms?: number }>),
+        () => socket.destroy(),
+      );
+      socket.on("data", (c) => reader.push(c));
+      socket.on("close", () => this.closed(l));
+      l.writer = new FrameWriter(socket);
+      if (head?.length) reader.push(head);
+      this.pump(p);
+      this.maybeReturn(l);
+    };
+    if (g.sock) {
+      const s = net.createConnection(g.sock);
+      s.on("error", () => {});
+      s.on("connect", () => attach(s));
+      s.on("close", () => !l.socket && this.closed(l));
+      return;
+    }
+    // Another node's worker: through its agent's peer server, which pipes to the worker.
+    const at = g.addr!.lastIndexOf(":");
+    const req = http.request({
+      host: g.addr!.slice(0, at),
+      port: Number(g.addr!.slice(at + 1)),
+      path: `/direct/${encodeURIComponent(g.worker)}`,
+      headers: { connection: "Upgrade", upgrade: "tray-direct", authorization: `Bearer ${g.token}`, "x-tray-lease": g.secret },
+    });
+    req.on("upgrade", (_res, socket, head) => {
+      socket.on("error", () => {});
+      attach(socket, head);
+    });
+    req.on("response", (res) => {
+      res.resume();
+      this.closed(l);
+    });
+    req.on("error", () => this.closed(l));
+    req.end();
+  }
+
+  private onMessages(l: Lease, msgs: Array<{ t: string; id: string; ids?: string[]; v?: Tagged; loc?: StoredLoc; err?: WireError; ms?: number }>): void {
+    for (const m of msgs) {
+      if (m?.t === "done") {
+        // The first task on a worker may include importing the job's code: not a measure.
+        if (typeof m.ms === "number" && l.samples++ > 0) {
+          l.ms = l.ms === undefined ? m.ms : l.ms * 0.8 + m.ms * 0.2;
+          // One slow run (a GC, a busy CPU) does not make tiny tasks long: several in a row do.
+          l.slow = m.ms >= 10 ? l.slow + 1 : 0;
+        }
+        this.done(l, m.id, m.v, m.loc, m.err, "p" in m ? (m as { p?: unknown }) : undefined);
+      } else if (m?.t === "returned") {
+        for (const id of m.ids ?? []) this.handBack(l, id, false);
+      }
+    }
+    const p = l.pool;
+    if (!p.long && l.slow >= 3) {
+      p.long = true;
+      this.toAgent(p);
+    }
+    this.pump(p);
+    this.maybeReturn(l);
+  }
+
+  private done(l: Lease, id: string, v?: Tagged, loc?: StoredLoc, err?: WireError, p?: { p?: unknown }): void {
+    const spec = l.inflight.get(id);
+    if (!spec) return;
+    l.inflight.delete(id);
+    this.mine.delete(id);
+    if (this.cancelled.delete(id)) {
+      err = { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
+      v = loc = p = undefined;
+    } else if (err && err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
+      this.host.resubmit(id, spec, retriesOf(spec) - 1);
+      return;
+    }
+    this.host.result(id, v, loc, err, p);
+    // A large result left on another node: the owner's agent can rebuild it if that node dies.
+    if (loc && loc.node !== this.host.nodeId()) this.host.send({ t: "directLineage", id, fn: spec.fn, args: spec.args, res: spec.res, o: spec.o });
+  }
+
+  /** A task the leased worker could not run after all (or lost with it): through the agent. */
+  private handBack(l: Lease, id: string, crashed: boolean, why?: { kind: string; message: string }): void {
+    const spec = l.inflight.get(id);
+    if (!spec) return;
+    l.inflight.delete(id);
+    this.mine.delete(id);
+    if (this.cancelled.delete(id)) {
+      this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
+    } else if (!crashed) {
+      this.host.resubmit(id, spec, retriesOf(spec));
+    } else if (retriesOf(spec) > 0) {
+      this.host.resubmit(id, spec, retriesOf(spec) - 1);
+    } else {
+      this.host.result(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
+    }
+  }
+
+  private maybeReturn(l: Lease): void {
+    if (l.inflight.size || l.gone) return;
+    const p = l.pool;
+    if (p.qHead < p.queue.length) return;
+    clearTimeout(l.idle);
+    l.idle = setTimeout(() => {
+      if (l.inflight.size || l.gone || p.qHead < p.queue.length) return;
+      this.drop(l);
+      this.host.send({ t: "leaseReturn", worker: l.grant.worker });
+      // The other node ends the lease when its connection closes.
+      l.socket?.end();
+    }, 10);
+  }
+
+  /** Forget a lease (no more tasks go there). */
+  private drop(l: Lease): void {
+    if (l.gone) return;
+    l.gone = true;
+    l.writer = undefined;
+    clearTimeout(l.idle);
+    const p = l.pool;
+    const i = p.leases.indexOf(l);
+    if (i >= 0) p.leases.splice(i, 1);
+    if (this.byWorker.get(l.grant.worker) === l) this.byWorker.delete(l.grant.worker);
+    if (!p.leases.length) p.long = false;
+  }
+
+  /** Its connection is up, or will never be. */
+  private connected(l: Lease): void {
+    if (!l.connecting) return;
+    l.connecting = false;
+    l.pool.connecting--;
+  }
+
+  /** Its connection closed: the worker or its node went away, or we gave it back. */
+  private closed(l: Lease): void {
+    this.connected(l);
+    const wasGone = l.gone;
+    this.drop(l);
+    // Never connected: the worker is still leased to us; give it back.
+    if (!wasGone && !l.socket) this.host.send({ t: "leaseReturn", worker: l.grant.worker });
+    // Kept findable for the agent's leaseLost, which says why.
+    if (l.inflight.size) {
+      this.byWorker.set(l.grant.worker, l);
+      clearTimeout(l.lostTimer);
+      l.lostTimer = setTimeout(
+        () => this.lost(l, "WorkerCrashedError", `the worker running it (${l.grant.worker}, node ${l.grant.node.slice(0, 8)}) went away: its connection closed`),
+        LOST_GRACE_MS,
+      );
+    }
+    const p = l.pool;
+    if (!wasGone && p.qHead < p.queue.length) {
+      if (p.leases.length) this.pump(p);
+      else this.ask(p);
+    }
+  }
+
+  private lost(l: Lease, kind: string, message: string): void {
+    clearTimeout(l.lostTimer);
+    this.drop(l);
+    if (this.byWorker.get(l.grant.worker) === l) this.byWorker.delete(l.grant.worker);
+    l.socket?.destroy();
+    for (const id of [...l.inflight.keys()]) this.handBack(l, id, true, { kind, message });
+    const p = l.pool;
+    if (p.qHead < p.queue.length) {
+      if (p.leases.length) this.pump(p);
+      else this.ask(p);
+    }
+  }
+}
+
+function depth(ms: number | undefined): number {
+  if (ms === undefined || ms >= 10) return 1;
+  if (ms < 0.5) return 64;
+  if (ms < 2) return 16;
+  return 4;
+}
+
+function retriesOf(spec: SpreadSpec): number {
+  const r = spec.o.maxRetries;
+  return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
+}
