@@ -82,6 +82,10 @@ const CONNECT_MS = 3000;
 /** A lease's connection closed with tasks in flight: how long its agent has to say why. */
 const LOST_GRACE_MS = 200;
 
+/** TRAY_DIRECT_TASKS=0 sends every task through the agent (read once: process.env is slow). */
+const DIRECT_OFF = process.env.TRAY_DIRECT_TASKS === "0";
+const shapeKeys = new WeakMap<object, string>();
+
 export class SpreadTasks {
   private readonly pools = new Map<string, Pool>();
   private readonly byWorker = new Map<string, Lease>();
@@ -93,10 +97,13 @@ export class SpreadTasks {
 
   /** Take a task (true), or leave it to the usual paths (false). */
   offer(id: string, spec: SpreadSpec): boolean {
-    if (spec.o.strategy !== "SPREAD" || process.env.TRAY_DIRECT_TASKS === "0" || spec.o.env || spec.res.GPU) return false;
+    if (spec.o.strategy !== "SPREAD" || DIRECT_OFF || spec.o.env || spec.res.GPU) return false;
     // Plain values only, with no refs inside: nothing for an agent to resolve or hold.
-    for (const a of spec.args) if (!("v" in a) || a.v.r?.length) return false;
-    const key = JSON.stringify(spec.res) + (spec.fn.b ?? "");
+    for (const a of spec.args) if ("ref" in a || ("v" in a && a.v.r?.length)) return false;
+    // (a remote function's demand object is shared by all its tasks: its key is made once)
+    let shape = shapeKeys.get(spec.res);
+    if (shape === undefined) shapeKeys.set(spec.res, (shape = JSON.stringify(spec.res)));
+    const key = shape + (spec.fn.b ?? "");
     let p = this.pools.get(key);
     if (!p) {
       p = { res: spec.res, b: spec.fn.b, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false, connecting: 0 };
