@@ -146,6 +146,7 @@ export default async function main(args: string[]) {
       if (back.length !== data.length || back[back.length - 1] !== r + 1) throw new Error("100 MB put read back wrong");
       if (r > 0) samples.push(bytes / 1e9 / (dt / 1000)); // the first is warm-up
     }
+    if (process.env.TRAY_BENCH_SAMPLES) console.error(`single_client_put_gigabytes samples: ${samples.map((x) => x.toFixed(2)).join(" ")}`);
     report("single_client_put_gigabytes", median(samples), "GB/s");
   }
 
