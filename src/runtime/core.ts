@@ -209,8 +209,18 @@ export class Core {
   put<T>(value: T): ObjectRef<T> {
     if (value instanceof ObjectRef) throw new TypeError("put() of an ObjectRef: pass the ref itself instead");
     const id = this.newId();
+    if (isPrimitive(value)) {
+      // Owned here until a ref to it leaves the process (see "ownership"): not even encoded.
+      this.objects.set(id, { s: 1, hasPv: true, pv: value, local: true });
+      return this.newRef<T>(id);
+    }
     const tagged = encodeValue(value);
     this.announceNested(tagged);
+    if (tagged.d!.byteLength < INLINE_MAX_BYTES && !tagged.r?.length && !tagged.a?.length) {
+      // Small and holding no refs (which the agent must count): owned here as well.
+      this.objects.set(id, { s: 1, v: tagged, local: true });
+      return this.newRef<T>(id);
+    }
     this.storeTagged(id, tagged);
     return this.newRef<T>(id);
   }

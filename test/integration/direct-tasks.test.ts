@@ -10,9 +10,9 @@ const c = new TestCluster("direct");
 before(() => c.up());
 after(() => c.down());
 
-test("results of direct tasks and actor calls stay in the submitter: the agent tracks none of them", async () => {
+test("results of direct tasks and actor calls, and small puts, stay in their owner: the agent tracks none of them", async () => {
   const r = await c.submit(`
-    import { remote, get, nodes } from "tray";
+    import { remote, get, put, nodes } from "tray";
     const noop = remote((x: number) => x);
     const A = remote(class A { ping(x: number) { return x; } });
     export default async function main() {
@@ -21,20 +21,20 @@ test("results of direct tasks and actor calls stay in the submitter: the agent t
       for (let i = 0; i < 50; i++) await get(noop.remote(i)); // a lease, and the class measured
       const before = (await nodes())[0].store.objects;
       const kept = [];
-      for (let i = 0; i < 2000; i++) kept.push(noop.remote(i), a.ping.remote(i));
+      for (let i = 0; i < 2000; i++) kept.push(noop.remote(i), a.ping.remote(i), put(i), put({ i }));
       const values = await get(kept);
       const after = (await nodes())[0].store.objects;
-      const sum = values.reduce((s: number, v: number) => s + v, 0);
+      const sum = values.reduce((s: number, v: any) => s + (typeof v === "number" ? v : v.i), 0);
       console.log(JSON.stringify({ before, after, sum, n: kept.length }));
     }`);
   const j = okJson(r);
-  assert.equal(j.n, 4000);
-  assert.equal(j.sum, 2 * ((2000 * 1999) / 2));
-  // 4,000 results held by the job: the agent's directory did not grow by one each.
-  assert.ok(j.after - j.before < 100, `the agent tracked ${j.after - j.before} new objects for 4,000 direct results`);
+  assert.equal(j.n, 8000);
+  assert.equal(j.sum, 4 * ((2000 * 1999) / 2));
+  // 8,000 results and small puts held by the job: the agent's directory did not grow by one each.
+  assert.ok(j.after - j.before < 100, `the agent tracked ${j.after - j.before} new objects for 8,000 owned objects`);
 });
 
-test("a direct result that leaves the submitter is announced first: as an argument, nested in a value, in put(), returned by a task", async () => {
+test("an owned object (direct result, small put) that leaves its owner is announced first: as an argument, nested in a value, in put(), returned by a task", async () => {
   const r = await c.submit(`
     import { remote, get, put } from "tray";
     const noop = remote((x: unknown) => x);
@@ -55,9 +55,13 @@ test("a direct result that leaves the submitter is announced first: as an argume
       const viaActor = await get(a.twice.remote(done));
       const inner = await get(makeRefs.remote());
       const fromTask = await get(inner);
-      console.log(JSON.stringify({ viaArg, viaPending, viaNested, viaPut, viaActor, fromTask }));
+      const seven = put(7), obj = put({ n: 8 });
+      const putArg = await get(double.remote(seven));
+      const putNested = await get(sumNested.remote({ refs: [seven, noop.remote(1)] }));
+      const putObj = await get(noop.remote(obj));
+      console.log(JSON.stringify({ viaArg, viaPending, viaNested, viaPut, viaActor, fromTask, putArg, putNested, putObj }));
     }`);
-  assert.deepEqual(okJson(r), { viaArg: 42, viaPending: 44, viaNested: 22, viaPut: 43, viaActor: 42, fromTask: [5, 6] });
+  assert.deepEqual(okJson(r), { viaArg: 42, viaPending: 44, viaNested: 22, viaPut: 43, viaActor: 42, fromTask: [5, 6], putArg: 14, putNested: 8, putObj: { n: 8 } });
 });
 
 test("values keep their exact type and value on the direct path (primitives travel as themselves)", async () => {
