@@ -136,22 +136,10 @@ export class HeadClient {
     code: Uint8Array,
     onLine?: (l: LogLine) => void,
   ): Promise<{ job: JobRecord; ended?: Promise<JobRecord> }> {
-    let last = 0;
-    const emit = (l: LogLine) => {
-      if (l.seq <= last) return;
-      last = l.seq;
-      onLine!(l);
-    };
-    let endResolve!: (j: JobRecord) => void;
-    let endReject!: (e: Error) => void;
-    const ended = new Promise<JobRecord>((res, rej) => {
-      endResolve = res;
-      endReject = rej;
-    });
-    ended.catch(() => {}); // handled where awaited
+    const log = followLog(onLine ?? (() => {}));
     // Registered as the reply is read: events of the job that follow it find their handler.
     const subscribe = (j: JobRecord & { following?: boolean }) => {
-      if (onLine && j.following) this.logHandlers.set(j.id, { onLine: emit, onEnd: endResolve, onClose: endReject });
+      if (onLine && j.following) this.logHandlers.set(j.id, log.handler);
     };
     const submit = (extra: Record<string, unknown>) =>
       this.request<JobRecord & { following?: boolean }>("submitJob", { ...req, ...extra, ...(onLine ? { follow: true } : {}) }, subscribe);
@@ -171,11 +159,11 @@ export class HeadClient {
     if (!following) return { job: record, ended: this.streamLogs(record.id, true, onLine) };
     return {
       job: record,
-      ended: ended.then(async (final) => {
+      ended: log.ended.then(async (final) => {
         this.logHandlers.delete(record.id);
         // Lines flushed after the end event (none expected, but cheap to check).
-        const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id: record.id, fromSeq: last });
-        for (const l of rest.lines) emit(l);
+        const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id: record.id, fromSeq: log.last() });
+        for (const l of rest.lines) log.emit(l);
         return final;
       }),
     };
@@ -198,37 +186,25 @@ export class HeadClient {
    * Resolves with the job's final record (or the current one when not following).
    */
   async streamLogs(id: string, follow: boolean, onLine: (l: LogLine) => void): Promise<JobRecord> {
-    let last = 0;
-    const emit = (l: LogLine) => {
-      if (l.seq <= last) return; // history and live events may overlap
-      last = l.seq;
-      onLine(l);
-    };
-    let endResolve!: (j: JobRecord) => void;
-    let endReject!: (e: Error) => void;
-    const ended = new Promise<JobRecord>((res, rej) => {
-      endResolve = res;
-      endReject = rej;
-    });
-    ended.catch(() => {}); // handled where awaited
-    if (follow) this.logHandlers.set(id, { onLine: emit, onEnd: (j) => endResolve(j), onClose: (e) => endReject(e) });
+    const log = followLog(onLine);
+    if (follow) this.logHandlers.set(id, log.handler);
     const r = await this.request<{ lines: LogLine[]; job: JobRecord; following: boolean }>("jobLogs", { id, follow });
-    for (const l of r.lines) emit(l);
+    for (const l of r.lines) log.emit(l);
     if (!follow || !r.following) {
       this.logHandlers.delete(id);
       if (follow) {
         // It ended between our requests: fetch what was written meanwhile.
-        const rest = await this.request<{ lines: LogLine[]; job: JobRecord }>("jobLogs", { id, fromSeq: last });
-        for (const l of rest.lines) emit(l);
+        const rest = await this.request<{ lines: LogLine[]; job: JobRecord }>("jobLogs", { id, fromSeq: log.last() });
+        for (const l of rest.lines) log.emit(l);
         return rest.job;
       }
       return r.job;
     }
-    const job = await ended;
+    const job = await log.ended;
     this.logHandlers.delete(id);
     // Lines flushed after the end event (none expected, but cheap to check).
-    const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id, fromSeq: last });
-    for (const l of rest.lines) emit(l);
+    const rest = await this.request<{ lines: LogLine[] }>("jobLogs", { id, fromSeq: log.last() });
+    for (const l of rest.lines) log.emit(l);
     return job;
   }
 
@@ -236,4 +212,25 @@ export class HeadClient {
     this.closedByUs = true;
     this.ws.close();
   }
+}
+
+/**
+ * One job's log as a follower sees it: lines in order without repeats (history and live events
+ * may overlap), and the job's end (its final record) or the connection's loss.
+ */
+function followLog(onLine: (l: LogLine) => void) {
+  let last = 0;
+  let onEnd!: (j: JobRecord) => void;
+  let onClose!: (e: Error) => void;
+  const ended = new Promise<JobRecord>((res, rej) => {
+    onEnd = res;
+    onClose = rej;
+  });
+  ended.catch(() => {}); // handled where awaited
+  const emit = (l: LogLine) => {
+    if (l.seq <= last) return;
+    last = l.seq;
+    onLine(l);
+  };
+  return { emit, ended, last: () => last, handler: { onLine: emit, onEnd, onClose } };
 }

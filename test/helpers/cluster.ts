@@ -1,5 +1,6 @@
 // Test helper: a real local cluster (head agent + workers as processes) in a temp TRAY_HOME,
 // driven through the real CLI, plus job files submitted as a user would.
+import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -51,6 +52,32 @@ export class TestCluster {
   /** Start a CLI command and return the child (for following, killing mid-way). */
   spawnCli(args: string[], extraEnv: Record<string, string> = {}) {
     return spawn(process.execPath, [CLI, ...args], { env: this.env(extraEnv), stdio: ["ignore", "pipe", "pipe"] });
+  }
+
+  /**
+   * `tray submit` of a job (its source) in the background, to act on the cluster while it
+   * runs: its output so far, a wait for a line, its exit code, and its last JSON line.
+   */
+  startJob(src: string, args: string[] = []) {
+    const f = path.join(this.home, `job-${Math.random().toString(36).slice(2)}.ts`);
+    fs.writeFileSync(f, src);
+    const child = this.spawnCli(["submit", f, "--", ...args]);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
+    return {
+      code,
+      out: () => out,
+      err: () => err,
+      saw: (re: RegExp, ms = 60_000) => waitFor(() => re.test(out) || undefined, ms, `job output ${re}`),
+      result: async () => {
+        const x = await code;
+        assert.equal(x, 0, err + out);
+        return JSON.parse(out.trim().split("\n").pop()!);
+      },
+    };
   }
 
   async up(): Promise<void> {

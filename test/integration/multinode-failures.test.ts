@@ -27,27 +27,6 @@ async function cluster(name: string) {
   return { c, head: nodes.find((n) => n.kind === "head")!, a: workers[0]!, b: workers[1]! };
 }
 
-function start(c: TestCluster, src: string, args: string[] = []) {
-  const f = path.join(c.home, `job-${Math.random().toString(36).slice(2)}.ts`);
-  fs.writeFileSync(f, src);
-  const child = c.spawnCli(["submit", f, "--", ...args]);
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (d) => (out += d));
-  child.stderr.on("data", (d) => (err += d));
-  const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
-  return {
-    code,
-    out: () => out,
-    err: () => err,
-    saw: (re: RegExp, ms = 60_000) => waitFor(() => re.test(out) || undefined, ms, `job output ${re}`),
-    result: async () => {
-      const x = await code;
-      assert.equal(x, 0, err + out);
-      return JSON.parse(out.trim().split("\n").pop()!);
-    },
-  };
-}
 
 async function killAndWaitDead(c: TestCluster, node: { id: string; pid: number }) {
   process.kill(node.pid, "SIGKILL");
@@ -62,7 +41,7 @@ const GO = `async function go(file: string) { while (!fs.existsSync(file)) await
 
 test("kill -9 a node agent during a job of many tasks: the job's result is still correct", async () => {
   const { c, a } = await cluster("mnkill");
-  const j = start(c, `
+  const j = c.startJob(`
     import { remote, get, getRuntimeContext } from "tray";
     const sq = remote(async (i: number) => { await new Promise((r) => setTimeout(r, 60)); return { v: i * i, node: getRuntimeContext().nodeId }; });
     export default async function main() {
@@ -82,7 +61,7 @@ test("kill -9 a node agent during a job of many tasks: the job's result is still
 test("kill the node holding a task's large result: get rebuilds it from lineage on another node", async () => {
   const { c, a } = await cluster("mnlineage");
   const goFile = path.join(c.home, "go");
-  const j = start(c, `
+  const j = c.startJob(`
     import { remote, get, getRuntimeContext } from "tray";
     import fs from "node:fs";
     ${GO}
@@ -111,7 +90,7 @@ test("kill the node holding a task's large result: get rebuilds it from lineage 
 test("a put object whose only copy was on a dead node: get rejects with ObjectLostError naming the node", async () => {
   const { c, a } = await cluster("mnlost");
   const goFile = path.join(c.home, "go");
-  const j = start(c, `
+  const j = c.startJob(`
     import { remote, get, put } from "tray";
     import fs from "node:fs";
     ${GO}
@@ -135,7 +114,7 @@ test("a put object whose only copy was on a dead node: get rejects with ObjectLo
 test("an actor on a node that dies is restarted elsewhere per maxRestarts; with maxRestarts 0 its calls fail with ActorDiedError", async () => {
   const { c, a, b } = await cluster("mnactor");
   const goFile = path.join(c.home, "go");
-  const j = start(c, `
+  const j = c.startJob(`
     import { remote, get, getRuntimeContext } from "tray";
     import fs from "node:fs";
     ${GO}
@@ -171,7 +150,7 @@ test("an actor on a node that dies is restarted elsewhere per maxRestarts; with 
 test("a placement group with a bundle on a node that dies is placed again on a live node", async () => {
   const { c, a, b } = await cluster("mnpgdie");
   const goFile = path.join(c.home, "go");
-  const j = start(c, `
+  const j = c.startJob(`
     import { remote, get, placementGroup, getRuntimeContext } from "tray";
     import fs from "node:fs";
     ${GO}

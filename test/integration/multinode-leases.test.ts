@@ -110,15 +110,7 @@ test("a node killed mid-lease: its tasks in flight are retried elsewhere and eve
     }`;
   const run = async (retries: number) => {
     try { fs.rmSync(goFile); } catch { /* first run */ }
-    const file = path.join(c.home, `job-${retries}.ts`);
-    fs.writeFileSync(file, src);
-    const child = c.spawnCli(["submit", file, "--", String(retries), goFile]);
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (x) => (out += x));
-    child.stderr.on("data", (x) => (err += x));
-    const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
-    return { code, out: () => out, err: () => err };
+    return c.startJob(src, [String(retries), goFile]);
   };
 
   // With retries: every task completes, the lost ones on the other nodes.
@@ -139,8 +131,7 @@ test("a node killed mid-lease: its tasks in flight are retried elsewhere and eve
 test("a node killed mid-lease with maxRetries 0: the tasks it had fail with WorkerCrashedError or NodeDiedError, the others succeed", async () => {
   const { c, a } = await cluster("mnleasekill0");
   const goFile = path.join(c.home, "go");
-  const file = path.join(c.home, "job.ts");
-  fs.writeFileSync(file, `
+  const j = c.startJob(`
     import { remote, get, nodes } from "tray";
     import fs from "node:fs";
     const work = remote((i: number) => i);
@@ -163,18 +154,12 @@ test("a node killed mid-lease with maxRetries 0: the tasks it had fail with Work
         }
       }
       console.log(JSON.stringify({ ok, errors, n, atKill }));
-    }`);
-  const child = c.spawnCli(["submit", file, "--", goFile]);
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (x) => (out += x));
-  child.stderr.on("data", (x) => (err += x));
-  const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
+    }`, [goFile]);
   await waitFor(() => fs.existsSync(goFile) || undefined, 60_000, "the job's leases");
   await new Promise((r) => setTimeout(r, 300));
   process.kill(a.pid, "SIGKILL");
-  assert.equal(await code, 0, err + out);
-  const res = last(out);
+  assert.equal(await j.code, 0, j.err() + j.out());
+  const res = last(j.out());
   const failed = Object.values(res.errors as Record<string, number>).reduce((x, y) => x + y, 0);
   assert.ok(failed > 0, JSON.stringify(res));
   for (const name of Object.keys(res.errors)) assert.ok(["WorkerCrashedError", "NodeDiedError"].includes(name), JSON.stringify(res));
@@ -188,8 +173,7 @@ test("a node killed mid-lease with maxRetries 0: the tasks it had fail with Work
 test("a large result left on a leased worker's node that then dies is rebuilt from lineage when read", async () => {
   const { c, a } = await cluster("mnleaselin");
   const goFile = path.join(c.home, "go");
-  const file = path.join(c.home, "job.ts");
-  fs.writeFileSync(file, `
+  const j = c.startJob(`
     import { remote, get, nodes, getRuntimeContext } from "tray";
     import fs from "node:fs";
     const big = remote((i: number) => ({ node: getRuntimeContext().nodeId, d: new Float64Array(250_000).fill(i) }));
@@ -201,14 +185,8 @@ test("a large result left on a leased worker's node that then dies is rebuilt fr
       const vs = await get(refs);
       const stats = ((await nodes()).find((n: any) => n.isHead) as any).taskStats;
       console.log(JSON.stringify({ ok: vs.every((v, i) => v.d.length === 250_000 && v.d[0] === i && v.d[249_999] === i), nodes: vs.map((v) => v.node), stats }));
-    }`);
-  const child = c.spawnCli(["submit", file, "--", goFile]);
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (x) => (out += x));
-  child.stderr.on("data", (x) => (err += x));
-  const code = new Promise<number>((res) => child.on("exit", (x) => res(x ?? 1)));
-  await waitFor(() => /SUBMITTED/.test(out) || undefined, 60_000, "the job to submit");
+    }`, [goFile]);
+  await j.saw(/SUBMITTED/);
   // its results on node A, written there by the worker leased to the driver
   await waitFor(() => bigFiles("mnleaselin", a.id).length > 0 || undefined, 30_000, "a result in node A's store");
   await new Promise((r) => setTimeout(r, 500));
@@ -218,8 +196,8 @@ test("a large result left on a leased worker's node that then dies is rebuilt fr
     return s.nodes.find((n: any) => n.nodeId === a.id)?.alive === false || undefined;
   }, 20_000, "node A to be reported dead");
   fs.writeFileSync(goFile, "");
-  assert.equal(await code, 0, err + out);
-  const res = last(out);
+  assert.equal(await j.code, 0, j.err() + j.out());
+  const res = last(j.out());
   assert.equal(res.ok, true, JSON.stringify(res));
   // the two that ran on A were run again elsewhere
   assert.ok(!res.nodes.includes(a.id), JSON.stringify(res));
