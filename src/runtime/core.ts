@@ -13,7 +13,7 @@ import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import { SpreadTasks } from "./spread.js";
 import type { FnRef } from "./remote.js";
-import { DirectTasks, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
+import { DirectTasks, plainArgs, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
 import { isPrimitive } from "../protocol/local.js";
 import { GetTimeoutError, ObjectLostError, fromWireError, type WireError } from "./errors.js";
 
@@ -189,6 +189,14 @@ export class Core {
   // process (an argument, nested in a value, returned by a task) the agent is told of it
   // first (`direct`, then `directDone` once ready), on the same ordered socket as the message
   // that carries it, so nobody can ever ask the agent for an object it does not know.
+
+  /** A task now on a direct path: its result comes from there and is owned here. */
+  private markOwned(id: string): void {
+    const o = this.objects.get(id);
+    if (!o) return;
+    o.direct = true;
+    o.local = true;
+  }
 
   /** A ref is about to leave this process: from now on the agent must know the object. */
   private announce(id: string): void {
@@ -486,11 +494,7 @@ export class Core {
       get namespace() { return core.namespace; },
       send: (m) => core.send(m as any),
       request: (m) => core.request(m),
-      markDirect: (id) => {
-        const o = core.objects.get(id)!;
-        o.direct = true;
-        o.local = true;
-      },
+      markDirect: (id) => core.markOwned(id),
       directResult: (id, v, loc, err, p) => core.directResult(id, v, loc, err, p),
       resubmit: (id, spec, maxRetries) => core.resubmit(id, spec, maxRetries),
     }))(this);
@@ -502,15 +506,8 @@ export class Core {
     namespace: () => this.namespace,
     request: (m) => this.request(m),
     send: (m) => this.send(m),
-    // Owned here like any direct result (see "ownership" above): the agent hears of it only
-    // if a ref to it leaves this process.
-    announce: (id) => {
-      const o = this.objects.get(id);
-      if (o) {
-        o.direct = true;
-        o.local = true;
-      }
-    },
+    // Owned here like any direct result (see "ownership" above).
+    announce: (id) => this.markOwned(id),
     result: (id, v, loc, err, p) => this.directResult(id, v, loc, err, p),
     resubmit: (id, spec, maxRetries) => this.resubmit(id, spec, maxRetries),
   });
@@ -577,10 +574,8 @@ export class Core {
     if (!d) this.actorPaths.set(actorId, (d = { agentOutstanding: 0, inflight: new Set() }));
     // Straight to the actor when it listens for us, its arguments are plain values, and no
     // call of ours is still on the way through the agent (calls must run in order).
-    if (d.writer && d.agentOutstanding === 0 && encoded.every((a) => !("ref" in a))) {
-      const o = this.objects.get(id)!;
-      o.direct = true;
-      o.local = true;
+    if (d.writer && d.agentOutstanding === 0 && plainArgs(encoded)) {
+      this.markOwned(id);
       d.inflight.add(id);
       d.writer.send({ t: "actorCall", id, m: method, args: encoded });
     } else {

@@ -84,7 +84,7 @@ export interface DoneMsg {
 }
 
 /** TRAY_DIRECT_TASKS=0 sends every task through the agent (read once: process.env is slow). */
-const DIRECT_OFF = process.env.TRAY_DIRECT_TASKS === "0";
+export const DIRECT_OFF = process.env.TRAY_DIRECT_TASKS === "0";
 
 /** A lease nobody has used for this long goes back: it holds a CPU the agent could give others. */
 const LEASE_IDLE_MS = 10;
@@ -108,10 +108,9 @@ export class DirectTasks {
     return !(DIRECT_OFF || o.strategy || o.env || res.GPU);
   }
 
-  /** ...and this task: ref arguments are resolved by the agent. */
+  /** ...and this task: see plainArgs. */
   static argsEligible(spec: DirectSpec): boolean {
-    for (const a of spec.args) if ("ref" in a) return false;
-    return true;
+    return plainArgs(spec.args);
   }
 
   private classOf(key: string, res: Record<string, number>): LeaseClass {
@@ -290,13 +289,10 @@ export class DirectTasks {
     const spec = lease.inflight.get(id);
     if (!spec) return;
     lease.inflight.delete(id);
-    if (this.cancelled.delete(id)) {
-      this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
-    } else if (m.err && m.err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
-      this.host.resubmit(id, spec, retriesOf(spec) - 1);
-    } else {
-      this.host.directResult(id, m.v, m.loc, m.err, "p" in m ? m : undefined);
-    }
+    if (this.cancelled.delete(id)) return this.host.directResult(id, undefined, undefined, cancelledError(spec, id));
+    const retry = exceptionRetry(spec, m.err);
+    if (retry !== undefined) this.host.resubmit(id, spec, retry);
+    else this.host.directResult(id, m.v, m.loc, m.err, "p" in m ? m : undefined);
   }
 
   /** A task the leased worker could not run after all: through the agent it goes. */
@@ -304,15 +300,9 @@ export class DirectTasks {
     const spec = lease.inflight.get(id);
     if (!spec) return;
     lease.inflight.delete(id);
-    if (this.cancelled.delete(id)) {
-      this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
-    } else if (!crashed) {
-      this.host.resubmit(id, spec, retriesOf(spec));
-    } else if (retriesOf(spec) > 0) {
-      this.host.resubmit(id, spec, retriesOf(spec) - 1);
-    } else {
-      this.host.directResult(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
-    }
+    const next = handBackOutcome(spec, id, this.cancelled.delete(id), crashed, why);
+    if ("retries" in next) this.host.resubmit(id, spec, next.retries);
+    else this.host.directResult(id, undefined, undefined, next.err);
   }
 
   /** A lease nobody uses goes back soon: it holds a CPU the agent could give others. */
@@ -373,7 +363,7 @@ export class DirectTasks {
         if (e?.[0] !== id) continue;
         c.backlog[i] = undefined;
         if (i === c.head) c.head++;
-        this.host.directResult(id, undefined, undefined, { kind: "TaskCancelledError", message: `${e[1].fn.n} (${id}) was cancelled` });
+        this.host.directResult(id, undefined, undefined, cancelledError(e[1], id));
         return true;
       }
       for (const lease of c.leases) {
@@ -389,14 +379,51 @@ export class DirectTasks {
 }
 
 /** Tasks in flight on one leased worker: deep for tiny tasks, one at a time for long ones. */
-function leaseDepth(ms: number | undefined): number {
+export function leaseDepth(ms: number | undefined): number {
   if (ms === undefined || ms >= 10) return 1;
   if (ms < 0.5) return 64;
   if (ms < 2) return 16;
   return 4;
 }
 
+/**
+ * Arguments a direct path can carry: values with no refs inside. A ref argument is resolved by
+ * the agent, and refs nested in a value must be held by the agent while the task runs (as it
+ * does for the tasks it runs); a submitter that dropped its ref would otherwise free the
+ * object before the worker that received it could ask for it.
+ */
+export function plainArgs(args: ArgWire[]): boolean {
+  for (const a of args) if ("ref" in a || ("v" in a && a.v.r?.length)) return false;
+  return true;
+}
+
 export function retriesOf(spec: DirectSpec): number {
   const r = spec.o.maxRetries;
   return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
+}
+
+export function cancelledError(spec: DirectSpec, id: string): WireError {
+  return { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
+}
+
+/** A task's error that retryExceptions retries: the retries left after this one; else undefined. */
+export function exceptionRetry(spec: DirectSpec, err: WireError | undefined): number | undefined {
+  return err?.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0 ? retriesOf(spec) - 1 : undefined;
+}
+
+/**
+ * A task a leased worker gave back unrun (`crashed`: lost with its worker, `why` says how):
+ * through the agent with its retries (one fewer if it crashed), or failed for good.
+ */
+export function handBackOutcome(
+  spec: DirectSpec,
+  id: string,
+  cancelled: boolean,
+  crashed: boolean,
+  why?: { kind: string; message: string },
+): { retries: number } | { err: WireError } {
+  if (cancelled) return { err: cancelledError(spec, id) };
+  if (!crashed) return { retries: retriesOf(spec) };
+  if (retriesOf(spec) > 0) return { retries: retriesOf(spec) - 1 };
+  return { err: { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) } };
 }

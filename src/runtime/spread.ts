@@ -12,17 +12,12 @@ import http from "node:http";
 import net from "node:net";
 import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import type { StoredLoc, Tagged } from "../protocol/values.js";
-import type { ArgWire, LeaseGrant } from "../protocol/local.js";
-import type { FnRef } from "./remote.js";
+import type { LeaseGrant } from "../protocol/local.js";
 import type { WireError } from "./errors.js";
+import { cancelledError, DIRECT_OFF, exceptionRetry, handBackOutcome, leaseDepth, plainArgs, retriesOf, type DirectSpec } from "./direct-tasks.js";
 
-export interface SpreadSpec {
-  fn: FnRef;
-  args: ArgWire[];
-  res: Record<string, number>;
-  o: Record<string, unknown>;
-  p?: string;
-}
+/** A task as its submitter keeps it: the same record as a direct task's. */
+export type SpreadSpec = DirectSpec;
 
 /** What the process's core does for this submitter. */
 export interface SpreadHost {
@@ -82,8 +77,6 @@ const CONNECT_MS = 3000;
 /** A lease's connection closed with tasks in flight: how long its agent has to say why. */
 const LOST_GRACE_MS = 200;
 
-/** TRAY_DIRECT_TASKS=0 sends every task through the agent (read once: process.env is slow). */
-const DIRECT_OFF = process.env.TRAY_DIRECT_TASKS === "0";
 const shapeKeys = new WeakMap<object, string>();
 
 export class SpreadTasks {
@@ -98,8 +91,7 @@ export class SpreadTasks {
   /** Take a task (true), or leave it to the usual paths (false). */
   offer(id: string, spec: SpreadSpec): boolean {
     if (spec.o.strategy !== "SPREAD" || DIRECT_OFF || spec.o.env || spec.res.GPU) return false;
-    // Plain values only, with no refs inside: nothing for an agent to resolve or hold.
-    for (const a of spec.args) if ("ref" in a || ("v" in a && a.v.r?.length)) return false;
+    if (!plainArgs(spec.args)) return false;
     // (a remote function's demand object is shared by all its tasks: its key is made once)
     let shape = shapeKeys.get(spec.res);
     if (shape === undefined) shapeKeys.set(spec.res, (shape = JSON.stringify(spec.res)));
@@ -148,7 +140,7 @@ export class SpreadTasks {
         if (q?.id !== id) continue;
         p.queue.splice(i, 1);
         this.mine.delete(id);
-        this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${q.spec.fn.n} (${id}) was cancelled` });
+        this.host.result(id, undefined, undefined, cancelledError(q.spec, id));
         return true;
       }
       for (const l of p.leases) {
@@ -187,7 +179,7 @@ export class SpreadTasks {
     const n = p.leases.length;
     for (let k = 0; k < n; k++) {
       const l = p.leases[(p.rr + k) % n]!;
-      if (l.writer && l.inflight.size < depth(l.ms)) {
+      if (l.writer && l.inflight.size < leaseDepth(l.ms)) {
         p.rr = (p.rr + k + 1) % n;
         return l;
       }
@@ -331,11 +323,11 @@ export class SpreadTasks {
     l.inflight.delete(id);
     this.mine.delete(id);
     if (this.cancelled.delete(id)) {
-      err = { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` };
+      err = cancelledError(spec, id);
       v = loc = p = undefined;
-    } else if (err && err.kind === "TaskError" && spec.o.retryExceptions && retriesOf(spec) > 0) {
-      this.host.resubmit(id, spec, retriesOf(spec) - 1);
-      return;
+    } else {
+      const retry = exceptionRetry(spec, err);
+      if (retry !== undefined) return this.host.resubmit(id, spec, retry);
     }
     this.host.result(id, v, loc, err, p);
     // A large result left on another node: the owner's agent can rebuild it if that node dies.
@@ -348,15 +340,9 @@ export class SpreadTasks {
     if (!spec) return;
     l.inflight.delete(id);
     this.mine.delete(id);
-    if (this.cancelled.delete(id)) {
-      this.host.result(id, undefined, undefined, { kind: "TaskCancelledError", message: `${spec.fn.n} (${id}) was cancelled` });
-    } else if (!crashed) {
-      this.host.resubmit(id, spec, retriesOf(spec));
-    } else if (retriesOf(spec) > 0) {
-      this.host.resubmit(id, spec, retriesOf(spec) - 1);
-    } else {
-      this.host.result(id, undefined, undefined, { kind: why!.kind, message: why!.message.replace("it (", `${spec.fn.n} (`) });
-    }
+    const next = handBackOutcome(spec, id, this.cancelled.delete(id), crashed, why);
+    if ("retries" in next) this.host.resubmit(id, spec, next.retries);
+    else this.host.result(id, undefined, undefined, next.err);
   }
 
   private maybeReturn(l: Lease): void {
@@ -430,14 +416,3 @@ export class SpreadTasks {
   }
 }
 
-function depth(ms: number | undefined): number {
-  if (ms === undefined || ms >= 10) return 1;
-  if (ms < 0.5) return 64;
-  if (ms < 2) return 16;
-  return 4;
-}
-
-function retriesOf(spec: SpreadSpec): number {
-  const r = spec.o.maxRetries;
-  return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
-}
