@@ -309,7 +309,7 @@ export class Core {
         this.objects.set(id, o);
       }
       // A direct result arrives on its own path; the agent is asked only if it is handed back.
-      if (o.s === 0 && !o.subscribed && !o.direct && !this.spread.has(id)) {
+      if (o.s === 0 && !o.subscribed && !o.direct) {
         o.subscribed = true;
         want.push(id);
       }

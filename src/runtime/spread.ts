@@ -83,8 +83,6 @@ export class SpreadTasks {
   private readonly pools = new Map<string, Pool>();
   private readonly byWorker = new Map<string, Lease>();
   private readonly cancelled = new Set<string>();
-  /** Tasks queued here or sent to a leased worker: their results come back to this process. */
-  private readonly mine = new Set<string>();
 
   constructor(private readonly host: SpreadHost) {}
 
@@ -105,23 +103,16 @@ export class SpreadTasks {
       const l = p.leases.find((x) => x.writer && x.inflight.size === 0);
       if (!l) return false;
       this.host.announce(id);
-      this.mine.add(id);
       this.sendTask(l, id, spec);
       return true;
     }
     if (!p.leases.length && !p.asking && performance.now() < p.noLeaseUntil) return false;
-    // Known to the agent from now on: a get() on it subscribes there.
+    // Owned here (the host marks it): its result comes back on the lease, not from the agent.
     this.host.announce(id);
-    this.mine.add(id);
     p.queue.push({ id, spec });
     this.pump(p);
     if (p.qHead < p.queue.length) this.ask(p);
     return true;
-  }
-
-  /** Is this task's result on its way here (no need to ask the agent for it)? */
-  has(id: string): boolean {
-    return this.mine.has(id);
   }
 
   /** The agent reports a leased worker (or its node) gone. */
@@ -139,7 +130,6 @@ export class SpreadTasks {
         const q = p.queue[i];
         if (q?.id !== id) continue;
         p.queue.splice(i, 1);
-        this.mine.delete(id);
         this.host.result(id, undefined, undefined, cancelledError(q.spec, id));
         return true;
       }
@@ -198,7 +188,6 @@ export class SpreadTasks {
     for (let i = p.qHead; i < p.queue.length; i++) {
       const q = p.queue[i];
       if (!q) continue;
-      this.mine.delete(q.id);
       this.host.resubmit(q.id, q.spec, retriesOf(q.spec));
     }
     p.queue = [];
@@ -321,7 +310,6 @@ export class SpreadTasks {
     const spec = l.inflight.get(id);
     if (!spec) return;
     l.inflight.delete(id);
-    this.mine.delete(id);
     if (this.cancelled.delete(id)) {
       err = cancelledError(spec, id);
       v = loc = p = undefined;
@@ -339,7 +327,6 @@ export class SpreadTasks {
     const spec = l.inflight.get(id);
     if (!spec) return;
     l.inflight.delete(id);
-    this.mine.delete(id);
     const next = handBackOutcome(spec, id, this.cancelled.delete(id), crashed, why);
     if ("retries" in next) this.host.resubmit(id, spec, next.retries);
     else this.host.result(id, undefined, undefined, next.err);
