@@ -15,6 +15,8 @@ import http from "node:http";
 import { Distributed } from "./node/distributed.js";
 import { acceptPeers } from "./cluster/membership.js";
 import type { NodeView } from "../src/protocol/cluster.js";
+import { native } from "../src/runtime/native.js";
+import { hostKey } from "./node/transfer.js";
 
 function parseArgs(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -73,6 +75,10 @@ async function runAgent(argv: string[]): Promise<void> {
   let store: ControlStore | undefined;
   let jobs: JobManager | undefined;
   let listenPort = port;
+  // Large objects for agents on this host (same hostKey) go over a Unix socket: the peer port's
+  // GET /object/<id>, token and all, without TCP's loopback cost. Only with the native helpers,
+  // which make the stream the bottleneck worth that.
+  const objectServer = native() ? await startObjectSocket(agent.socketPath.replace(/\.sock$/, ".obj.sock"), (q, r) => net.serveHttp(q, r)) : undefined;
   const selfView = (): NodeView => {
     const me = agent.nodeInfo();
     return {
@@ -81,6 +87,7 @@ async function runAgent(argv: string[]): Promise<void> {
       nodeType: me.nodeType,
       ip: me.address,
       port: listenPort,
+      ...(objectServer ? { objSock: objectServer.path, hostKey: hostKey() } : {}),
       isHead: role === "head",
       alive: true,
       total: me.resources,
@@ -166,6 +173,7 @@ async function runAgent(argv: string[]): Promise<void> {
     jobs?.stopAll();
     api?.close();
     peerServer?.close();
+    objectServer?.close();
     net.stop();
     await agent.stop();
     store?.close();
@@ -173,6 +181,31 @@ async function runAgent(argv: string[]): Promise<void> {
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** An HTTP server on a Unix socket (mode 0600) for object transfers between agents of one host. */
+async function startObjectSocket(file: string, handle: (q: http.IncomingMessage, r: http.ServerResponse) => boolean) {
+  fs.rmSync(file, { force: true });
+  const server = http.createServer((q, r) => {
+    if (!handle(q, r)) r.writeHead(404).end("only /object/<id> is served here\n");
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(file, () => resolve());
+    });
+    fs.chmodSync(file, 0o600);
+  } catch (e) {
+    console.error(`tray agent: no object socket at ${file} (${(e as Error).message}); peers on this host use TCP`);
+    return undefined;
+  }
+  return {
+    path: file,
+    close: () => {
+      server.close();
+      fs.rmSync(file, { force: true });
+    },
+  };
 }
 
 const mode = process.argv[2];

@@ -1,11 +1,13 @@
 // Bundles tray into dist/: cli.js (the CLI), agent.js (node agent + worker + driver, one
 // file so a host needs nothing else), runtime.js (the `tray` package entry), and copies the
-// better-sqlite3 native addon beside the agent. Skips work when dist/ is newer than sources.
+// better-sqlite3 native addon beside the agent, and tray's own optional native helpers
+// (scripts/build-native.mjs). Skips work when dist/ is newer than sources.
 import { build } from "esbuild";
 import fs from "node:fs";
 import { builtinModules } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildNative } from "./build-native.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = path.join(root, "dist");
@@ -17,6 +19,12 @@ function newest(p) {
   let m = st.mtimeMs;
   for (const e of fs.readdirSync(p)) m = Math.max(m, newest(path.join(p, e)));
   return m;
+}
+
+fs.mkdirSync(dist, { recursive: true });
+{
+  const note = buildNative(root, dist, process.argv.includes("--force"));
+  if (note) console.error(note);
 }
 
 const outputs = ["cli.js", "agent.js", "runtime.js", "better_sqlite3.node"].map((f) => path.join(dist, f));

@@ -1243,6 +1243,7 @@ export class NodeAgent {
     (w.conn as Conn | undefined)?.socket.destroy();
     fs.rm(w.sock, { force: true }, () => {});
     if (this.stopping) return;
+    this.store.sweepPins();
     const oom = w.stderrTail.some((l) => /heap out of memory|Allocation failed/i.test(l));
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     if (wasState === "direct") {
@@ -1852,7 +1853,13 @@ export class NodeAgent {
       if (++idle > this.prestart * 2 && now - w.idleSince > 10_000) w.proc.kill("SIGTERM");
     }
     if (this.store.used > this.store.capacity * 0.7) this.maybeHintGc();
+    // Pins of processes that died without unmapping (see PIN_DIR): every 10 s is plenty.
+    if (now - this.lastPinSweep > 10_000) {
+      this.lastPinSweep = now;
+      this.store.sweepPins();
+    }
   }
+  private lastPinSweep = Date.now();
 
   private maybeHintGc(): void {
     if (this.store.used < this.store.capacity * 0.5) return;

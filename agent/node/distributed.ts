@@ -17,7 +17,8 @@ import { Link, dial } from "../cluster/link.js";
 import { HeadConnection, NodeTable, tokenMatches } from "../cluster/membership.js";
 import { place, type Placement, type Strategy } from "./placement.js";
 import { takeParkedFile } from "../../src/runtime/recycle.js";
-import { fetchInto, sendFile } from "./transfer.js";
+import { fetchInto, sameHostSocket, serveObjectFile } from "./transfer.js";
+import { MAP_MIN_BYTES, native } from "../../src/runtime/native.js";
 import { subtract, type Resources } from "./resources.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
@@ -338,7 +339,10 @@ export class Distributed {
       }
       return p;
     }
-    const st = onStream ? { fns: [onStream] as Array<(l: StoredLoc) => void>, loc: undefined as StoredLoc | undefined } : undefined;
+    // A mapped transfer (native helpers) fills a file that has its full length from the start:
+    // nobody can follow it as it grows, and readers map it once it is whole instead.
+    const map = loc.size >= MAP_MIN_BYTES && native() !== undefined;
+    const st = onStream && !map ? { fns: [onStream] as Array<(l: StoredLoc) => void>, loc: undefined as StoredLoc | undefined } : undefined;
     if (st) this.streaming.set(id, st);
     p = (async () => {
       const file = path.join(this.agent.store.dir, id.replace(/[^A-Za-z0-9._-]/g, "_"));
@@ -350,7 +354,8 @@ export class Distributed {
           }
         : undefined;
       // On failure fetchObject removes the file (a parked one taken for it too).
-      await this.fetchObject(loc, id, file, !!rc, started);
+      const mapping = rc && map ? this.agent.store.takeWarmMapping(rc) : undefined;
+      await this.fetchObject(loc, id, file, !!rc, started, map, mapping);
       const local: StoredLoc = { ...loc, path: file, node: this.selfId, rc };
       if (!rc) delete local.rc;
       this.copies.set(id, local);
@@ -374,12 +379,15 @@ export class Distributed {
    * peer port, cluster token required), written to our store as it arrives (fetchInto in
    * transfer.ts). TCP gives the back-pressure; nothing is re-encoded on the way.
    */
-  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart?: () => void): Promise<void> {
+  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart: (() => void) | undefined, map: boolean, mapping?: ArrayBuffer): Promise<void> {
     const n = this.view.get(loc.node);
     if (!n || !n.alive) return Promise.reject(new Error(`node ${loc.node.slice(0, 8)} holding it is not alive`));
     return fetchInto({
       host: n.ip,
       port: n.port,
+      unixPath: sameHostSocket(this.self(), n),
+      map,
+      mapping,
       path: `/object/${encodeURIComponent(id)}`,
       token: this.token,
       file,
@@ -430,15 +438,12 @@ export class Distributed {
       return true;
     }
     this.agent.store.touch(id);
-    let fd: number;
     try {
-      fd = fs.openSync(loc.path, "r"); // its current path: a spill moves it and updates loc
+      // its current path: a spill moves it and updates loc
+      serveObjectFile(req, res, loc.path, loc.size, FETCH_STALL_MS, () => {});
     } catch (e) {
       res.writeHead(404).end(`object ${id} could not be opened on node ${this.agent.opts.nodeName}: ${(e as Error).message}\n`);
-      return true;
     }
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(loc.size) });
-    sendFile(res, fd, loc.size, () => {});
     return true;
   }
 

@@ -4,7 +4,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { StoredLoc } from "../../src/protocol/values.js";
-import { FREE_DIR, RECYCLE_MIN_BYTES } from "../../src/runtime/recycle.js";
+import { native } from "../../src/runtime/native.js";
+import { FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../../src/runtime/recycle.js";
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
 const PREFAULT_MIN_BYTES = 8 * 1024 * 1024;
@@ -42,7 +43,23 @@ export class ObjectStore {
     readonly capacity: number,
   ) {
     fs.mkdirSync(path.join(dir, FREE_DIR), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.join(dir, PIN_DIR), { recursive: true, mode: 0o700 });
     fs.mkdirSync(spillDir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Drop the pins of processes that have exited (their mappings went with them); called when
+   * a worker or driver exits and now and then for any other process that read from the store.
+   */
+  sweepPins(): number {
+    return sweepPins(this.dir, (pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code === "EPERM";
+      }
+    });
   }
 
   /** Parked files may hold this much (their pages stay in memory, ready to reuse). */
@@ -56,6 +73,8 @@ export class ObjectStore {
       this.parkedBytes -= this.parked.get(loc.rc)!;
       this.parked.delete(loc.rc);
     }
+    // A worker took a warm file for its object: this agent has no use for its mapping now.
+    if (loc.rc) this.dropWarmMapping(loc.rc);
     if (loc.path.startsWith(this.spillDir)) {
       this.spilledBytes += loc.size;
       return;
@@ -81,6 +100,7 @@ export class ObjectStore {
         // Taken by a writer whose seal has not arrived yet: it is no longer warm memory we hold.
         this.parked.delete(name);
         this.parkedBytes -= s;
+        this.dropWarmMapping(name);
       }
     }
     return n;
@@ -106,23 +126,41 @@ export class ObjectStore {
     // still being filled got its data overwritten with zeros and the file re-extended.
     // Zeros from one small reused buffer: only the file's pages are touched, not ours.
     const tmp = path.join(this.dir, `.prefault-${name}`);
-    const done = (ok: boolean) => {
+    const done = (ok: boolean, mapping?: ArrayBuffer) => {
       this.prefaulting = 0;
-      if (ok) {
+      if (ok && !this.destroyed) {
         try {
           fs.renameSync(tmp, path.join(this.dir, FREE_DIR, name));
           this.parked.set(name, cls);
           this.parkedBytes += cls;
           this.prefaultCount++;
+          if (mapping) this.warmMaps.set(name, mapping);
         } catch {
           ok = false; // the store is going away
         }
+      } else ok = false;
+      if (!ok) {
+        if (mapping) native()?.unmap(mapping);
+        fs.unlink(tmp, () => {});
       }
-      if (!ok) fs.unlink(tmp, () => {});
       const next = [...this.wanted].pop();
       this.wanted.clear();
       if (ok && !this.destroyed) this.prefault(next ?? cls);
     };
+    const nat = native();
+    if (nat) {
+      // Populating a shared mapping allocates the file's pages (the kernel zeroes them) and
+      // leaves them mapped here, ready for a transfer from another node to land in (see
+      // takeWarmMapping); all on the thread pool.
+      try {
+        fs.closeSync(fs.openSync(tmp, "w", 0o600));
+        fs.truncateSync(tmp, cls);
+      } catch {
+        return done(false);
+      }
+      nat.mapShared(tmp, cls, (err, ab) => done(!err, ab));
+      return;
+    }
     fs.open(tmp, "w", 0o600, (err, fd) => {
       if (err) return done(false);
       let off = 0;
@@ -140,6 +178,25 @@ export class ObjectStore {
   }
   prefaultCount = 0;
   private destroyed = false;
+  /** Warm parked files this agent keeps mapped (native helpers only): parked name -> mapping. */
+  private readonly warmMaps = new Map<string, ArrayBuffer>();
+
+  /**
+   * The mapping of a parked file just taken for a transfer (takeParkedFile): the caller owns
+   * it now and unmaps it when done. Undefined when that file was not pre-mapped.
+   */
+  takeWarmMapping(name: string): ArrayBuffer | undefined {
+    const ab = this.warmMaps.get(name);
+    this.warmMaps.delete(name);
+    return ab;
+  }
+
+  private dropWarmMapping(name: string): void {
+    const ab = this.warmMaps.get(name);
+    if (!ab) return;
+    this.warmMaps.delete(name);
+    native()?.unmap(ab);
+  }
 
   /** Mark an object as just used (moves it to the young end). */
   touch(id: string): void {
@@ -169,7 +226,8 @@ export class ObjectStore {
   free(id: string, loc: StoredLoc): void {
     if (this.inMemory.delete(id)) {
       this.used -= loc.size;
-      if (loc.size >= RECYCLE_MIN_BYTES && this.parkedBytes + loc.size <= this.parkCap && this.park(loc)) return;
+      // A file somebody still maps (see PIN_DIR) is unlinked, never reused: its reader keeps its pages.
+      if (loc.size >= RECYCLE_MIN_BYTES && this.parkedBytes + loc.size <= this.parkCap && !isPinned(loc.path) && this.park(loc)) return;
     } else if (loc.path.startsWith(this.spillDir)) this.spilledBytes -= loc.size;
     fs.unlink(loc.path, () => {});
   }
@@ -183,7 +241,19 @@ export class ObjectStore {
     }
     this.parked.set(name, loc.size);
     this.parkedBytes += loc.size;
+    this.mapAhead(name, loc.size);
     return true;
+  }
+
+  /** Map a big parked file ahead (native helpers), so that a transfer into it needs no populate. */
+  private mapAhead(name: string, size: number): void {
+    const nat = native();
+    if (!nat || size < PREFAULT_MIN_BYTES) return;
+    nat.mapShared(path.join(this.dir, FREE_DIR, name), size, (err, ab) => {
+      if (err) return; // taken meanwhile: it maps nothing
+      if (this.parked.has(name) && !this.destroyed) this.warmMaps.set(name, ab);
+      else nat.unmap(ab);
+    });
   }
 
   /** Give parked pages back to the system (the store needs the memory for live objects). */
@@ -193,6 +263,7 @@ export class ObjectStore {
       fs.unlink(path.join(this.dir, FREE_DIR, name), () => {});
       this.parked.delete(name);
       this.parkedBytes -= size;
+      this.dropWarmMapping(name);
       bytes -= size;
     }
   }
@@ -224,6 +295,7 @@ export class ObjectStore {
   /** Remove every file: the agent is going away. */
   destroy(): void {
     this.destroyed = true;
+    for (const name of [...this.warmMaps.keys()]) this.dropWarmMapping(name);
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.rmSync(this.spillDir, { recursive: true, force: true });
   }

@@ -5,12 +5,26 @@
 // here. A transfer that is cut, stalls, or brings too few or too many bytes removes its file:
 // no half object stays behind, and a process reading the file as it grows (StoredLoc.g) sees
 // it go and asks again.
+//
+// With tray's native helpers (src/runtime/native.ts) both ends copy less: the holder hands the
+// file to the socket with sendfile(2) (no read into JavaScript memory), and the receiver maps
+// the store file it fills and lets the kernel read the socket straight into those pages (one
+// copy in all at this end, none through a reused buffer, no page faults). Between agents on
+// the same host the stream runs over a Unix socket instead of TCP loopback (see ObjectPeer).
 import fs from "node:fs";
+import type http from "node:http";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import type { NodeView } from "../../src/protocol/cluster.js";
+import { native, socketFd, type NativeHelpers } from "../../src/runtime/native.js";
+import { PIN_DIR } from "../../src/runtime/recycle.js";
 
 export interface FetchSpec {
   host: string;
   port: number;
+  /** A Unix socket of the holder's (same host): used instead of host:port when given. */
+  unixPath?: string;
   /** request path, e.g. /object/<id> (already URL-encoded) */
   path: string;
   token: string;
@@ -26,22 +40,51 @@ export interface FetchSpec {
   reuse: boolean;
   /** Give up when nothing arrives for this long. */
   stallMs: number;
-  /** Runs once the file exists and the body flows (the status was 200). */
+  /**
+   * Runs once the file exists and the body flows (the status was 200). Not with `map`: a
+   * mapped file has its full length from the start, so its length says nothing of progress.
+   */
   onStart?: () => void;
+  /** Receive into a mapping of the file (native helpers required; see the top of this file). */
+  map?: boolean;
+  /**
+   * With `map`: the reused file's mapping, made ahead by the store (pages already populated);
+   * fetchInto owns it from here and unmaps it. Without it the file is mapped on connect.
+   */
+  mapping?: ArrayBuffer;
   /** The holder's name, for messages. */
   peer: string;
 }
 
 const READ_BYTES = 1024 * 1024;
 const MAX_HEAD_BYTES = 16 * 1024;
+/** Socket buffers for bulk transfers: 4 MiB (the usual net.core.[wr]mem_max) instead of ~200 KiB. */
+const BULK_SOCKET_BYTES = 4 * 1024 * 1024;
+/** Most bytes one read may land in a mapped destination. */
+const MAP_READ_BYTES = 4 * 1024 * 1024;
 
 export function fetchInto(spec: FetchSpec): Promise<void> {
   const { file, size } = spec;
+  const nat = spec.map ? native() : undefined;
+  if (spec.map && !nat) return Promise.reject(new Error("bug: a mapped transfer without the native helpers"));
+  if (spec.mapping && (!nat || spec.mapping.byteLength < size)) return Promise.reject(new Error("bug: a premade mapping that cannot take the object"));
   return new Promise<void>((resolve, reject) => {
     let fd: number | undefined;
     let settled = false;
     let head: Buffer | undefined = Buffer.alloc(0); // response head until its blank line
     let pos = 0;
+    const scratch = Buffer.allocUnsafe(READ_BYTES);
+    // The mapped destination (nat only): made once the request is on its way, so populating its
+    // pages overlaps the holder's first bytes.
+    let mapped: ArrayBuffer | undefined;
+    let dest: Uint8Array | undefined;
+    const unmap = () => {
+      if (!mapped) return;
+      const ab = mapped;
+      mapped = dest = undefined;
+      // Unmapping 100 MB takes a few ms: after the caller has heard the news.
+      setImmediate(() => nat!.unmap(ab));
+    };
     const closeFd = () => {
       if (fd === undefined) return;
       try {
@@ -54,8 +97,9 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
-      const opened = fd !== undefined;
+      const opened = fd !== undefined || mapped !== undefined;
       closeFd();
+      unmap();
       if (opened || spec.reuse) {
         try {
           fs.unlinkSync(file);
@@ -66,16 +110,22 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       socket.destroy();
       reject(err);
     };
-    const body = (buf: Buffer, start: number, end: number) => {
+    const body = (buf: Uint8Array, start: number, end: number) => {
       if (end <= start) return;
       if (pos + (end - start) > size) return fail(new Error(`node ${spec.peer} sent more than the ${size} bytes of the object`));
-      let o = start;
-      while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
+      if (dest) {
+        // Reads land in the mapping (buffer() below) but for the first bytes, read with the head.
+        if (buf === scratch) dest.set(scratch.subarray(start, end), pos);
+      } else {
+        let o = start;
+        while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
+      }
       pos += end - start;
       if (pos === size) {
-        // A reused file may be longer: cut it, so no byte of its previous object stays readable.
-        if (spec.reuse) fs.ftruncateSync(fd!, size);
         settled = true;
+        if (mapped) unmap();
+        // A reused file may be longer: cut it, so no byte of its previous object stays readable.
+        else if (spec.reuse) fs.ftruncateSync(fd!, size);
         closeFd();
         socket.destroy();
         resolve();
@@ -102,15 +152,31 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       // The rest of what was read is already body: it starts at end + 4 in `head`.
       const already = head.length - (end + 4);
       head = undefined;
-      fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
-      spec.onStart?.();
+      if (nat) {
+        if (!mapped) openMapped();
+      } else {
+        fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+        spec.onStart?.();
+      }
       return n - already;
     };
+    /** The destination file at its final length, mapped shared and writable, pages populated. */
+    const openMapped = () => {
+      const f = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+      try {
+        // A reused file may be longer: cut it first, so no byte of its previous object stays.
+        fs.ftruncateSync(f, size);
+      } finally {
+        fs.closeSync(f);
+      }
+      mapped = spec.mapping ?? nat!.map(file, size, 1);
+      dest = new Uint8Array(mapped, 0, size);
+    };
     const socket = net.connect({
-      host: spec.host,
-      port: spec.port,
+      ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
       onread: {
-        buffer: Buffer.allocUnsafe(READ_BYTES),
+        // Once the head is read and the file mapped, reads land in the file's pages directly.
+        buffer: () => (dest && !head && !settled ? dest.subarray(pos, Math.min(size, pos + MAP_READ_BYTES)) : scratch),
         callback: (n: number, buf: Uint8Array) => {
           if (settled) return false;
           const b = buf as Buffer;
@@ -129,10 +195,19 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
         },
       },
     });
-    socket.setNoDelay(true);
+    if (!spec.unixPath) socket.setNoDelay(true);
     socket.setTimeout(spec.stallMs, () => fail(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${pos} of ${size} bytes arrived)`)));
     socket.on("connect", () => {
       socket.write(`GET ${spec.path} HTTP/1.1\r\nhost: ${spec.host}:${spec.port}\r\nauthorization: Bearer ${spec.token}\r\nconnection: close\r\n\r\n`);
+      if (!nat) return;
+      const sfd = socketFd(socket);
+      if (sfd !== undefined) nat.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
+      // Populate the destination while the request travels and the holder starts sending.
+      try {
+        openMapped();
+      } catch (e) {
+        fail(new Error(`could not map ${file} for the object: ${(e as Error).message}`));
+      }
     });
     socket.on("error", (e) => fail(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
     socket.on("close", () => fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`)));
@@ -140,6 +215,79 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
 }
 
 const SEND_BYTES = 4 * 1024 * 1024;
+let sendSeq = 0;
+
+let ownHostKey: string | undefined;
+/**
+ * The identity of this host: its kernel's boot id and its hostname. Agents in the same kernel
+ * but under another hostname (a network namespace posing as another machine, a container)
+ * count as other hosts and use TCP.
+ */
+export function hostKey(): string {
+  if (ownHostKey !== undefined) return ownHostKey;
+  let boot = "";
+  try {
+    boot = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    /* not Linux: no shared sockets */
+  }
+  return (ownHostKey = boot ? `${boot}/${os.hostname()}` : "");
+}
+
+/** The peer's object socket when it runs on this host (and the socket is there), else undefined. */
+export function sameHostSocket(self: NodeView, peer: NodeView): string | undefined {
+  if (!peer.objSock || !peer.hostKey || peer.hostKey !== (self.hostKey ?? hostKey())) return undefined;
+  return fs.existsSync(peer.objSock) ? peer.objSock : undefined;
+}
+
+/**
+ * Answer a peer's GET /object/<id> with the object's file. With the native helpers the file is
+ * pinned (a hard link in the store's pins folder, so the store does not recycle it under the
+ * transfer) and handed to the socket with sendfile(2) on the thread pool; otherwise sendFile
+ * below reads it into JavaScript buffers. Throws (before anything is sent) when the file is
+ * gone, so the caller can answer 404.
+ */
+export function serveObjectFile(req: http.IncomingMessage, res: http.ServerResponse, file: string, size: number, stallMs: number, done: (err?: Error) => void): void {
+  const nat = native();
+  const sock = req.socket;
+  const sfd = nat && size > 0 ? socketFd(sock) : undefined;
+  if (!nat || sfd === undefined) {
+    const fd = fs.openSync(file, "r");
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(size) });
+    sendFile(res, fd, size, done);
+    return;
+  }
+  const pinDir = path.join(path.dirname(file), PIN_DIR);
+  let src = file;
+  let pin: string | undefined;
+  if (fs.existsSync(pinDir)) {
+    pin = path.join(pinDir, `${process.pid}.s${++sendSeq}`);
+    fs.linkSync(file, pin);
+    src = pin;
+  } else fs.accessSync(file, fs.constants.R_OK);
+  sendPinned(nat, sock, sfd, src, size, stallMs, (err) => {
+    if (pin) fs.unlink(pin, () => {});
+    done(err);
+  });
+}
+
+function sendPinned(nat: NativeHelpers, sock: net.Socket, sfd: number, src: string, size: number, stallMs: number, done: (err?: Error) => void): void {
+  // The response head goes through Node (its write callback: on the wire before the body);
+  // the http.ServerResponse is never used, so Node writes nothing after it.
+  const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\nconnection: close\r\n\r\n`;
+  sock.write(head, (werr) => {
+    if (werr) return done(werr);
+    nat.socketBuffers(sfd, BULK_SOCKET_BYTES, 0);
+    nat.sendFile(sfd, src, 0, size, stallMs, (err, sent) => {
+      if (err) {
+        sock.destroy();
+        return done(new Error(`sending the object stopped after ${sent} of ${size} bytes: ${err.message}`));
+      }
+      sock.end();
+      done();
+    });
+  });
+}
 
 /**
  * The sending end: the object's file into the response, read with large reads (libuv's thread

@@ -232,7 +232,8 @@ export function findDistDir(given?: string): string {
 }
 
 function agentBundle(distDir: string): AgentBundle {
-  const names = ["agent.js", "better_sqlite3.node"];
+  // tray_native.node is optional (built where a compiler was): hosts without it use plain reads.
+  const names = ["agent.js", "better_sqlite3.node", ...(fs.existsSync(path.join(distDir, "tray_native.node")) ? ["tray_native.node"] : [])];
   const files = names.map((name) => {
     const p = path.join(distDir, name);
     let st: fs.Stats;

@@ -12,6 +12,12 @@ export interface NodeView {
   /** address other agents dial: ws://ip:port/peer */
   ip: string;
   port: number;
+  /**
+   * This agent's object socket (a Unix socket serving GET /object/<id> like the peer port) and
+   * its host's identity: a peer with the same hostKey fetches large objects through it.
+   */
+  objSock?: string;
+  hostKey?: string;
   isHead: boolean;
   alive: boolean;
   total: Record<string, number>;

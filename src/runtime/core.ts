@@ -8,7 +8,7 @@ import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
-import { readGrowing, writeObjectFile } from "./recycle.js";
+import { mapStoredFile, readGrowing, writeObjectFile } from "./recycle.js";
 import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import { SpreadTasks } from "./spread.js";
@@ -387,7 +387,7 @@ export class Core {
       if (loc.e === 2 && !loc.path) throw new Error("object error without data");
       let bytes: Buffer;
       try {
-        bytes = loc.g ? await readGrowing(loc.path, loc.size) : readExactly(loc.path, loc.size);
+        bytes = loc.g ? await readGrowing(loc.path, loc.size) : readStored(loc.path, loc.size);
         this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
         if (e.code !== "ENOENT") throw e;
@@ -782,6 +782,12 @@ interface TaskShape {
 }
 
 /** The object's bytes: exactly `size` of them (a reused store file may be longer). */
+/** A stored object's bytes: its file mapped when the native helpers can, else read into memory. */
+function readStored(file: string, size: number): Buffer {
+  const mapped = mapStoredFile(file, size);
+  return mapped ? Buffer.from(mapped, 0, size) : readExactly(file, size);
+}
+
 function readExactly(file: string, size: number): Buffer {
   const fd = fs.openSync(file, "r");
   try {

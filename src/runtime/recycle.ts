@@ -2,11 +2,80 @@
 // are not unlinked but parked in <store>/.free/ (named "<size>.<n>"); a writer takes one by
 // renaming it (atomic: exactly one process wins) and overwrites it in place. Its pages are
 // already mapped, so a 100 MB put costs a warm memcpy instead of 25,000 page faults.
+//
+// A reader with the native helpers maps the file instead of copying it (mapStoredFile). Its
+// mapping owns a hard link in <store>/.pins/ ("<pid>.<n>"), removed when the mapping goes: a
+// freed file whose link count is above 1 is still mapped by somebody, so the store unlinks it
+// instead of parking it, and no later object is ever written into pages a reader still sees.
 import fs from "node:fs";
 import path from "node:path";
+import { MAP_MIN_BYTES, native } from "./native.js";
 
 export const RECYCLE_MIN_BYTES = 1024 * 1024;
 export const FREE_DIR = ".free";
+export const PIN_DIR = ".pins";
+
+/** Store folders known to have (true) or lack (false) a pins folder; spill folders lack one. */
+const pinDirs = new Map<string, boolean>();
+let pinSeq = 0;
+
+/**
+ * Map a stored object's file for reading (private copy-on-write pages: writing to the value
+ * never changes the stored object), or undefined when the native helpers are off or the
+ * object is small (a copy is cheaper than map + unmap). Throws with code ENOENT when the file
+ * is gone (spilled or freed meanwhile), like a read would.
+ */
+export function mapStoredFile(file: string, size: number): ArrayBuffer | undefined {
+  const nat = native();
+  if (!nat || size < MAP_MIN_BYTES) return undefined;
+  const dir = path.join(path.dirname(file), PIN_DIR);
+  let hasPins = pinDirs.get(dir);
+  if (hasPins === undefined) pinDirs.set(dir, (hasPins = fs.existsSync(dir)));
+  // Spilled files (no pins folder) are never recycled, only unlinked: no pin needed.
+  const pin = hasPins ? path.join(dir, `${process.pid}.${++pinSeq}`) : undefined;
+  if (pin) fs.linkSync(file, pin); // ENOENT: the object moved; the caller asks again
+  try {
+    return nat.map(pin ?? file, size, 0, pin);
+  } catch (e) {
+    if (pin) fs.rmSync(pin, { force: true });
+    throw e;
+  }
+}
+
+/** True when somebody maps this file (it has a pin beside its store name). */
+export function isPinned(file: string): boolean {
+  try {
+    return fs.statSync(file).nlink > 1;
+  } catch {
+    return false;
+  }
+}
+
+/** Remove the pins of processes that are gone (a mapping dies with its process, its pin does not). */
+export function sweepPins(storeDir: string, alive: (pid: number) => boolean): number {
+  const dir = path.join(storeDir, PIN_DIR);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  const seen = new Map<number, boolean>();
+  for (const name of names) {
+    const pid = Number(name.slice(0, name.indexOf(".")));
+    let ok = seen.get(pid);
+    if (ok === undefined) seen.set(pid, (ok = Number.isInteger(pid) && pid > 0 && alive(pid)));
+    if (ok) continue;
+    try {
+      fs.unlinkSync(path.join(dir, name));
+      n++;
+    } catch {
+      /* removed by its process meanwhile */
+    }
+  }
+  return n;
+}
 
 /**
  * Take a parked file that fits `size` bytes by renaming it to `target` (atomic: exactly one

@@ -26,7 +26,7 @@ after(() => c.down());
 
 test("10 × 10 MB objects in a 50 MB store: some are spilled, all read back intact, spill files go when freed", async () => {
   const r = await c.submit(`
-    import { remote, put, get, nodes } from "tray";
+    import { remote, put, get, wait, nodes } from "tray";
     const make = remote((i: number) => { const b = Buffer.alloc(10_000_000, i); b.writeUInt32LE(i * 7919, 5_000_000); return b; });
     const check = remote((b: Buffer, i: number) => b.length === 10_000_000 && b[0] === i && b[9_999_999] === i && b.readUInt32LE(5_000_000) === i * 7919);
     export default async function main() {
@@ -38,7 +38,8 @@ test("10 × 10 MB objects in a 50 MB store: some are spilled, all read back inta
           refs.push(put(b));
         } else refs.push(make.remote(i));
       }
-      await get(refs[8]);
+      // every object made (the tasks may finish in any order on two CPUs) before looking
+      await wait(refs, { numReturns: refs.length });
       const during = (await nodes())[0].store;
       const byGet = [];
       for (let i = 0; i < 10; i++) {
