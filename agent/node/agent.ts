@@ -15,7 +15,7 @@ import type { FnRef } from "../../src/runtime/remote.js";
 import { ObjectDirectory, type ObjEntry } from "./objects.js";
 import { Queue } from "./queue.js";
 import { ObjectStore } from "./store.js";
-import { spawnWorker, type WorkerProc, type Lease } from "./pool.js";
+import { envKeyOf, spawnWorker, type WorkerProc, type Lease } from "./pool.js";
 import { add, describe, feasible, fits, pickGpus, returnGpus, subtract, takeGpus, type Resources } from "./resources.js";
 import type { GpuInfo } from "./gpu.js";
 
@@ -287,9 +287,11 @@ export class NodeAgent {
    * Lease an idle worker of this node to a submitter, which then sends it tasks of this shape
    * directly (one hop each way instead of two through the agent). Only when this node has room
    * now and nothing queued, i.e. when the agent would have run the task here at once anyway.
+   * `env`: the tasks' environment (a job's --env, a runtimeEnv): only a worker started with
+   * exactly it is leased, as the agent would have picked for them.
    */
-  private grantLease(conn: Conn, res: Resources): { worker: string; sock: string } | null {
-    const w = this.leasable(this.jobOf(conn), res);
+  private grantLease(conn: Conn, res: Resources, env: Record<string, string> | undefined): { worker: string; sock: string } | null {
+    const w = this.leasable(this.jobOf(conn), res, envKeyOf(env));
     if (!w) return null;
     subtract(this.available, res);
     this.taskStats.localLeases++;
@@ -299,8 +301,12 @@ export class NodeAgent {
     return { worker: w.id, sock: w.sock };
   }
 
-  /** An idle worker of the job that could be leased for this shape now, if any. */
-  private leasable(job: string, res: Resources): WorkerProc | undefined {
+  /**
+   * An idle worker of the job, started with the environment of this key, that could be leased
+   * for this shape now, if any. Workers with an environment are started only for tasks on the
+   * agent's path (so the first tasks of such a job go there); once idle they are leased too.
+   */
+  private leasable(job: string, res: Resources, envKey: string): WorkerProc | undefined {
     if (process.env.TRAY_DIRECT_TASKS === "0" || this.stopping) return undefined;
     if (res.GPU) return undefined;
     // Room for the lease after everything already queued here has had its share.
@@ -311,9 +317,9 @@ export class NodeAgent {
     }
     if (!fits(left, res)) return undefined;
     let w: WorkerProc | undefined;
-    for (const x of this.workers.values()) if (x.state === "idle" && x.envKey === "" && x.job === job && x.conn) w = x;
+    for (const x of this.workers.values()) if (x.state === "idle" && x.envKey === envKey && x.job === job && x.conn) w = x;
     if (!w) {
-      w = this.idleWorker(job, "");
+      w = this.idleWorker(job, envKey);
       if (!w || !w.conn) return undefined;
     }
     w.job = job;
@@ -335,11 +341,11 @@ export class NodeAgent {
    * this one and the others (asked over their links; each grants what it has idle now). The
    * process then sends its tasks to them itself: this agent is not on their path.
    */
-  private async grantSpread(conn: Conn, res: Resources, b: string | undefined, n: number): Promise<LeaseGrant[]> {
+  private async grantSpread(conn: Conn, res: Resources, b: string | undefined, n: number, env: Record<string, string> | undefined): Promise<LeaseGrant[]> {
     const out: LeaseGrant[] = [];
     n = Math.min(n, 64);
     for (let i = 0; i < n; i++) {
-      const g = this.grantLease(conn, res);
+      const g = this.grantLease(conn, res, env);
       if (!g) break;
       out.push({ worker: g.worker, sock: g.sock, node: this.opts.nodeId });
     }
@@ -350,7 +356,7 @@ export class NodeAgent {
     // A slow node does not hold up the others' leases: what it grants late is given back.
     const answers = await Promise.all(
       others.map((v) => {
-        const asked = net.requestLeases(v.nodeId, res, job, b, n);
+        const asked = net.requestLeases(v.nodeId, res, job, b, n, env);
         return new Promise<{ v: (typeof others)[number]; g: Array<{ worker: string; secret: string }> }>((resolve) => {
           const timer = setTimeout(() => {
             resolve({ v, g: [] });
@@ -378,11 +384,12 @@ export class NodeAgent {
     return out;
   }
 
-  /** This node's idle workers leased to a process of another node (its agent asked). */
-  grantRemoteLeases(owner: string, res: Resources, job: string, n: number): Array<{ worker: string; secret: string }> {
+  /** This node's idle workers (started with `env`) leased to a process of another node (its agent asked). */
+  grantRemoteLeases(owner: string, res: Resources, job: string, n: number, env: Record<string, string> | undefined): Array<{ worker: string; secret: string }> {
     const out: Array<{ worker: string; secret: string }> = [];
+    const envKey = envKeyOf(env);
     for (let i = 0; i < Math.min(n, 64); i++) {
-      const w = this.leasable(job, res);
+      const w = this.leasable(job, res, envKey);
       if (!w) break;
       subtract(this.available, res);
       w.state = "direct";
@@ -542,7 +549,7 @@ export class NodeAgent {
         this.cancel(m.id, m.force, m.recursive);
         return;
       case "lease":
-        conn.send({ t: "rep", rid: m.rid, value: this.grantLease(conn, m.res) });
+        conn.send({ t: "rep", rid: m.rid, value: this.grantLease(conn, m.res, m.env) });
         return;
       case "leaseReturn": {
         const w = this.workers.get(m.worker);
@@ -557,7 +564,7 @@ export class NodeAgent {
         return;
       }
       case "leaseSpread":
-        this.grantSpread(conn, m.res, m.b, m.n).then(
+        this.grantSpread(conn, m.res, m.b, m.n, m.env).then(
           (value) => conn.send({ t: "rep", rid: m.rid, value }),
           () => conn.send({ t: "rep", rid: m.rid, value: [] }),
         );
@@ -568,8 +575,11 @@ export class NodeAgent {
         const e = this.objects.get(m.id);
         if (!e || !e.loc || e.loc.node === this.opts.nodeId || e.lineage) return;
         const job = this.jobOf(conn);
+        // (rebuilt on a worker with the task's environment, as any task of it)
+        const env = m.o.env as Record<string, string> | undefined;
+        const envKey = envKeyOf(env);
         const t: Task = {
-          id: m.id, fn: m.fn, args: m.args, res: m.res, o: m.o, g: 0, job, envKey: "", cls: `${job}|${JSON.stringify(m.res)}|`,
+          id: m.id, fn: m.fn, args: m.args, res: m.res, o: m.o, g: 0, job, envKey, env, cls: `${job}|${JSON.stringify(m.res)}|${envKey}`,
           retriesLeft: typeof m.o.maxRetries === "number" ? (m.o.maxRetries < 0 ? Infinity : m.o.maxRetries) : 3,
           depsLeft: 0, state: "done",
         };
@@ -729,7 +739,7 @@ export class NodeAgent {
     this.taskStats.submitted++;
     const job = this.jobOf(conn);
     const env = m.o.env as Record<string, string> | undefined;
-    const envKey = env ? JSON.stringify(env) : "";
+    const envKey = envKeyOf(env);
     const task: Task = {
       id: m.id,
       fn: m.fn,

@@ -20,6 +20,7 @@ import { takeParkedFile } from "../../src/runtime/recycle.js";
 import { fetchInto, sameHostSocket, serveObjectFile } from "./transfer.js";
 import { MAP_MIN_BYTES, native } from "../../src/runtime/native.js";
 import { subtract, type Resources } from "./resources.js";
+import { envKeyOf } from "./pool.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
 const FETCH_STALL_MS = Number(process.env.TRAY_FETCH_STALL_MS) || 30_000;
@@ -223,7 +224,7 @@ export class Distributed {
       g: rt.g,
       parent: rt.p,
       job: rt.job,
-      envKey: rt.o.env ? JSON.stringify(rt.o.env) : "",
+      envKey: envKeyOf(rt.o.env as Record<string, string> | undefined),
       env: rt.o.env as Record<string, string> | undefined,
       cls: "",
       retriesLeft: typeof rt.o.maxRetries === "number" ? (rt.o.maxRetries < 0 ? Infinity : rt.o.maxRetries) : 3,
@@ -462,14 +463,21 @@ export class Distributed {
   }
 
   /** Owner side: ask a node for up to `n` leases on its idle workers for a process here. */
-  async requestLeases(nodeId: string, res: Resources, job: string, b: string | undefined, n: number): Promise<Array<{ worker: string; secret: string }>> {
+  async requestLeases(
+    nodeId: string,
+    res: Resources,
+    job: string,
+    b: string | undefined,
+    n: number,
+    env: Record<string, string> | undefined,
+  ): Promise<Array<{ worker: string; secret: string }>> {
     const link = await this.linkTo(nodeId);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error("no answer")), 5000);
     });
     try {
-      const g = await Promise.race([link.request<Array<{ worker: string; secret: string }>>({ t: "lease", res, job, b, n, owner: this.selfId }), timeout]);
+      const g = await Promise.race([link.request<Array<{ worker: string; secret: string }>>({ t: "lease", res, job, b, n, owner: this.selfId, ...(env ? { env } : {}) }), timeout]);
       return Array.isArray(g) ? g : [];
     } finally {
       clearTimeout(timer);
@@ -768,7 +776,7 @@ export class Distributed {
         a.endJob(m.job, false);
         return;
       case "lease": {
-        const grant = () => link.reply(m.rid!, a.grantRemoteLeases(m.owner, m.res, m.job, m.n));
+        const grant = () => link.reply(m.rid!, a.grantRemoteLeases(m.owner, m.res, m.job, m.n, m.env));
         // The worker imports the job's code from this node's bundle folder.
         if (m.b) this.ensureBundle(m.b).then(grant, () => link.reply(m.rid!, []));
         else grant();

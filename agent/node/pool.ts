@@ -26,7 +26,11 @@ export interface WorkerProc {
   pid: number;
   /** Job it belongs to ("" = not yet assigned). */
   job: string;
-  /** Environment signature: runtimeEnv + GPU ids it was started with. */
+  /**
+   * Environment signature: the environment its tasks asked for (the job's `--env` plus a
+   * runtimeEnv; see envKeyOf) + GPU ids it was started with; "" for the plain pool. Tasks on
+   * the agent's path and leases for the direct paths both pick workers by it.
+   */
   envKey: string;
   state: "starting" | "idle" | "leased" | "direct" | "actor" | "dead";
   conn?: unknown;
@@ -44,6 +48,11 @@ export interface SpawnSpec {
   env: NodeJS.ProcessEnv;
   onLine: (w: WorkerProc, stream: "stdout" | "stderr", line: string) => void;
   onExit: (w: WorkerProc, code: number | null, signal: string | null) => void;
+}
+
+/** The pool key of a task's environment (`o.env`): "" for none. */
+export function envKeyOf(env: Record<string, string> | undefined): string {
+  return env ? JSON.stringify(env) : "";
 }
 
 let counter = 0;

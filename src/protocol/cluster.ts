@@ -78,8 +78,11 @@ export type ClusterMsg =
   | { t: "pgPrepare"; rid?: number; id: string; i: number; res: Record<string, number> }
   | { t: "pgCommit"; rid?: number; id: string; i: number }
   | { t: "pgRelease"; rid?: number; id: string; i: number }
-  /** Owner → node: lease up to `n` idle workers to a process of the owner (direct SPREAD tasks). */
-  | { t: "lease"; rid?: number; res: Record<string, number>; job: string; b?: string; n: number; owner: string }
+  /**
+   * Owner → node: lease up to `n` idle workers to a process of the owner (direct SPREAD tasks),
+   * started with exactly `env` (the tasks' environment; none: the plain pool).
+   */
+  | { t: "lease"; rid?: number; res: Record<string, number>; job: string; b?: string; n: number; owner: string; env?: Record<string, string> }
   /** Node → owner: a worker leased to one of its processes died (its tasks in flight are lost). */
   | { t: "leaseLost"; worker: string; kind: string; message: string }
   /** Owner → node: a lease is given back (or was granted too late, or to a process gone meanwhile). */
@@ -95,6 +98,7 @@ const isObj = (v: unknown): v is Record<string, any> => typeof v === "object" &&
 const isStrArr = (v: unknown) => Array.isArray(v) && v.every(isStr);
 const isRes = (v: unknown) => isObj(v) && Object.values(v).every((x) => isNum(x) && x >= 0);
 const isBundles = (v: unknown) => Array.isArray(v) && v.every(isRes);
+const isEnv = (v: unknown) => v === undefined || (isObj(v) && Object.values(v).every(isStr));
 
 const checks: Record<string, (m: Record<string, any>) => boolean> = {
   rep: (m) => isNum(m.rid),
@@ -123,7 +127,7 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   locateActor: (m) => isStr(m.actor) && isNum(m.rid),
   endJob: (m) => isStr(m.job),
   leave: (m) => isStr(m.nodeId),
-  lease: (m) => isNum(m.rid) && isRes(m.res) && isStr(m.job) && isNum(m.n) && isStr(m.owner) && (m.b === undefined || isStr(m.b)),
+  lease: (m) => isNum(m.rid) && isRes(m.res) && isStr(m.job) && isNum(m.n) && isStr(m.owner) && (m.b === undefined || isStr(m.b)) && isEnv(m.env),
   leaseLost: (m) => isStr(m.worker) && isStr(m.kind) && isStr(m.message),
   leaseEnd: (m) => isStr(m.worker) && isStr(m.secret),
   adopt: (m) => isStr(m.id) && isObj(m.loc) && isStr(m.loc.path) && isStr(m.loc.node) && isNum(m.loc.size),

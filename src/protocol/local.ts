@@ -49,14 +49,18 @@ export type ProcToAgent =
   | { t: "unblocked" }
   | { t: "actorReady"; actor: string; err?: WireError }
   | { t: "cancel"; id: string; force: boolean; recursive: boolean; worker?: string }
-  /** Lease a local worker for tasks of this shape, to send them to it directly. */
-  | { t: "lease"; rid: number; res: Record<string, number> }
+  /**
+   * Lease a local worker for tasks of this shape, to send them to it directly; `env`: the
+   * tasks' environment (the job's, plus their runtimeEnv), so only a worker started with
+   * exactly that environment is leased.
+   */
+  | { t: "lease"; rid: number; res: Record<string, number>; env?: Record<string, string> }
   | { t: "leaseReturn"; worker: string }
   /**
    * Lease workers on every node that can run this shape (this one and others), up to `n` per
    * node, for SPREAD tasks this process then sends to them directly. Answered with grants.
    */
-  | { t: "leaseSpread"; rid: number; res: Record<string, number>; b?: string; n: number }
+  | { t: "leaseSpread"; rid: number; res: Record<string, number>; b?: string; n: number; env?: Record<string, string> }
   /** A directly-run task whose large result stayed on another node: how to rebuild it. */
   | { t: "directLineage"; id: string; fn: FnRef; args: ArgWire[]; res: Record<string, number>; o: Record<string, unknown> }
   | { t: "kill"; actor: string; noRestart: boolean }
@@ -120,6 +124,10 @@ function isArgs(v: unknown): boolean {
 function isRes(v: unknown): boolean {
   return isObj(v) && Object.values(v).every((x) => isNum(x) && x >= 0);
 }
+/** An environment (absent, or names to strings). */
+function isEnv(v: unknown): boolean {
+  return v === undefined || (isObj(v) && Object.values(v).every(isStr));
+}
 
 const checks: Record<string, (m: Record<string, any>) => boolean> = {
   hello: (m) => (m.role === "worker" || m.role === "driver") && isNum(m.pid),
@@ -147,9 +155,9 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
     (m.bundles === undefined || (Array.isArray(m.bundles) && m.bundles.every(isRes))) &&
     (m.strategy === undefined || isStr(m.strategy)) && (m.name === undefined || isStr(m.name)),
   direct: (m) => isStr(m.id) && isStr(m.actor),
-  lease: (m) => isNum(m.rid) && isRes(m.res),
+  lease: (m) => isNum(m.rid) && isRes(m.res) && isEnv(m.env),
   leaseReturn: (m) => isStr(m.worker),
-  leaseSpread: (m) => isNum(m.rid) && isRes(m.res) && isNum(m.n) && m.n >= 1 && (m.b === undefined || isStr(m.b)),
+  leaseSpread: (m) => isNum(m.rid) && isRes(m.res) && isNum(m.n) && m.n >= 1 && (m.b === undefined || isStr(m.b)) && isEnv(m.env),
   directLineage: (m) => isStr(m.id) && isFnRef(m.fn) && isArgs(m.args) && isRes(m.res) && isObj(m.o),
   directDone: (m) => isStr(m.id) && (m.v === undefined || isTagged(m.v)) && (m.loc === undefined || isLoc(m.loc)),
 };

@@ -13,7 +13,7 @@ import { ActorHandle, ObjectRef, type ActorHandleOf } from "./refs.js";
 import { demandOf, type RemoteOptions } from "./options.js";
 import { SpreadTasks } from "./spread.js";
 import type { FnRef } from "./remote.js";
-import { DirectTasks, plainArgs, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
+import { DirectTasks, leaseKey, plainArgs, type DirectSpec, type DoneMsg } from "./direct-tasks.js";
 import { isPrimitive } from "../protocol/local.js";
 import { GetTimeoutError, ObjectLostError, fromWireError, type WireError } from "./errors.js";
 
@@ -481,7 +481,7 @@ export class Core {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
       // Asked after the submit, so the agent counts this task first: a burst of tasks is never
       // left with a CPU fewer because a lease took it.
-      if (direct) this.directTasks.wantLease(shape.key, spec.res);
+      if (direct) this.directTasks.wantLease(shape.key, spec);
     }
     return this.newRef(id);
   }
@@ -539,7 +539,7 @@ export class Core {
     if (!sh || sh.ns !== this.namespace) {
       const res = demandOf(opts, "task");
       const wire = taskWireOptions(opts, this.namespace);
-      sh = { ns: this.namespace, res, key: JSON.stringify(res), wire, direct: DirectTasks.shapeEligible(res, wire) };
+      sh = { ns: this.namespace, res, key: leaseKey(res, wire), wire, direct: DirectTasks.shapeEligible(res, wire) };
       this.shapes.set(opts, sh);
     }
     return sh;

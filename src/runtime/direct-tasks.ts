@@ -10,7 +10,9 @@
 // Longer tasks (or tasks while no lease is held) go through the agent, which spreads them over
 // every free CPU and node. A lease goes back when idle; a worker that dies is reported by the
 // agent (`leaseLost`): its tasks are retried through the agent per maxRetries, or fail as
-// they would there.
+// they would there. Tasks with an environment (the job's `tray submit --env`, a runtimeEnv)
+// lease workers started with exactly that environment: the lease request carries it, and
+// leases are kept per shape and environment.
 import net from "node:net";
 import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import type { StoredLoc, Tagged } from "../protocol/values.js";
@@ -45,6 +47,8 @@ export interface DirectHost {
 interface LeaseClass {
   key: string;
   res: Record<string, number>;
+  /** The environment its tasks run with (`o.env`: the job's and their runtimeEnv); the leased workers were started with it. */
+  env?: Record<string, string>;
   leases: DirectLease[];
   backlog: Array<[string, DirectSpec] | undefined>;
   /** index of the first live entry of `backlog` */
@@ -103,9 +107,13 @@ export class DirectTasks {
 
   constructor(private readonly host: DirectHost) {}
 
-  /** Whether tasks of this shape may take the direct path at all (worked out once per shape). */
+  /**
+   * Whether tasks of this shape may take the direct path at all (worked out once per shape).
+   * An environment (`o.env`) does not keep them off it: their leases are on workers started
+   * with it (the caller's lease key must tell environments apart: see leaseKey).
+   */
   static shapeEligible(res: Record<string, number>, o: Record<string, unknown>): boolean {
-    return !(DIRECT_OFF || o.strategy || o.env || res.GPU);
+    return !(DIRECT_OFF || o.strategy || res.GPU);
   }
 
   /** ...and this task: see plainArgs. */
@@ -113,9 +121,12 @@ export class DirectTasks {
     return plainArgs(spec.args);
   }
 
-  private classOf(key: string, res: Record<string, number>): LeaseClass {
+  private classOf(key: string, spec: DirectSpec): LeaseClass {
     let c = this.classes.get(key);
-    if (!c) this.classes.set(key, (c = { key, res, leases: [], backlog: [], head: 0, asking: false, denied: -Infinity }));
+    if (!c) {
+      const env = spec.o.env as Record<string, string> | undefined;
+      this.classes.set(key, (c = { key, res: spec.res, env, leases: [], backlog: [], head: 0, asking: false, denied: -Infinity }));
+    }
     return c;
   }
 
@@ -125,7 +136,7 @@ export class DirectTasks {
    * is asked for when useful.
    */
   submit(id: string, spec: DirectSpec, key: string): boolean {
-    const c = this.classOf(key, spec.res);
+    const c = this.classOf(key, spec);
     const ms = this.fnMs.get(spec.fn);
     if (c.head === c.backlog.length) {
       const lease = this.roomiest(c, ms);
@@ -147,8 +158,8 @@ export class DirectTasks {
   }
 
   /** After a task went through the agent: a lease for the tasks that follow. */
-  wantLease(key: string, res: Record<string, number>): void {
-    this.askLease(this.classOf(key, res));
+  wantLease(key: string, spec: DirectSpec): void {
+    this.askLease(this.classOf(key, spec));
   }
 
   private roomiest(c: LeaseClass, ms: number | undefined): DirectLease | undefined {
@@ -225,7 +236,7 @@ export class DirectTasks {
       return;
     }
     c.asking = true;
-    this.host.request<{ worker: string; sock: string } | null>({ t: "lease", res: c.res }).then(
+    this.host.request<{ worker: string; sock: string } | null>(c.env ? { t: "lease", res: c.res, env: c.env } : { t: "lease", res: c.res }).then(
       (granted) => {
         c.asking = false;
         if (!granted) {
@@ -376,6 +387,14 @@ export class DirectTasks {
     }
     return false;
   }
+}
+
+/**
+ * The key leases are kept under: the resource shape, and the environment when there is one
+ * (tasks of one shape but different environments never share a leased worker).
+ */
+export function leaseKey(res: Record<string, number>, o: Record<string, unknown>): string {
+  return o.env ? `${JSON.stringify(res)}|${JSON.stringify(o.env)}` : JSON.stringify(res);
 }
 
 /** Tasks in flight on one leased worker: deep for tiny tasks, one at a time for long ones. */

@@ -8,13 +8,15 @@
 // Only tiny tasks are queued here: once a lease reports tasks of 10 ms or more, what is queued
 // goes to the agent, which spreads long tasks over every free CPU of the cluster, and an idle
 // lease takes one at a time. When no lease can be had at all, the agent's path is taken too.
+// Tasks with an environment (the job's --env, a runtimeEnv) lease workers started with it:
+// pools are kept per shape, bundle and environment, and the lease request carries it.
 import http from "node:http";
 import net from "node:net";
 import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import type { StoredLoc, Tagged } from "../protocol/values.js";
 import type { LeaseGrant } from "../protocol/local.js";
 import type { WireError } from "./errors.js";
-import { cancelledError, DIRECT_OFF, exceptionRetry, handBackOutcome, leaseDepth, plainArgs, retriesOf, type DirectSpec } from "./direct-tasks.js";
+import { cancelledError, DIRECT_OFF, exceptionRetry, handBackOutcome, leaseDepth, leaseKey, plainArgs, retriesOf, type DirectSpec } from "./direct-tasks.js";
 
 /** A task as its submitter keeps it: the same record as a direct task's. */
 export type SpreadSpec = DirectSpec;
@@ -55,6 +57,8 @@ interface Lease {
 interface Pool {
   res: Record<string, number>;
   b?: string;
+  /** The environment of its tasks (`o.env`): its leases are on workers started with it. */
+  env?: Record<string, string>;
   queue: Array<{ id: string; spec: SpreadSpec } | undefined>;
   qHead: number;
   leases: Lease[];
@@ -88,15 +92,15 @@ export class SpreadTasks {
 
   /** Take a task (true), or leave it to the usual paths (false). */
   offer(id: string, spec: SpreadSpec): boolean {
-    if (spec.o.strategy !== "SPREAD" || DIRECT_OFF || spec.o.env || spec.res.GPU) return false;
+    if (spec.o.strategy !== "SPREAD" || DIRECT_OFF || spec.res.GPU) return false;
     if (!plainArgs(spec.args)) return false;
-    // (a remote function's demand object is shared by all its tasks: its key is made once)
-    let shape = shapeKeys.get(spec.res);
-    if (shape === undefined) shapeKeys.set(spec.res, (shape = JSON.stringify(spec.res)));
-    const key = shape + (spec.fn.b ?? "");
+    // (a remote function's demand object and wire options are shared by all its tasks: their key is made once)
+    let shape = shapeKeys.get(spec.o);
+    if (shape === undefined) shapeKeys.set(spec.o, (shape = leaseKey(spec.res, spec.o)));
+    const key = shape + "|" + (spec.fn.b ?? "");
     let p = this.pools.get(key);
     if (!p) {
-      p = { res: spec.res, b: spec.fn.b, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false, connecting: 0 };
+      p = { res: spec.res, b: spec.fn.b, env: spec.o.env as Record<string, string> | undefined, queue: [], qHead: 0, leases: [], rr: 0, asking: false, lastAsk: -Infinity, noLeaseUntil: 0, long: false, connecting: 0 };
       this.pools.set(key, p);
     }
     if (p.long) {
@@ -222,7 +226,7 @@ export class SpreadTasks {
       this.pump(p);
       if (p.qHead < p.queue.length) this.ask(p);
     };
-    this.host.request<LeaseGrant[] | null>({ t: "leaseSpread", res: p.res, b: p.b, n: 1 }).then(
+    this.host.request<LeaseGrant[] | null>({ t: "leaseSpread", res: p.res, b: p.b, n: 1, ...(p.env ? { env: p.env } : {}) }).then(
       (g) => settle(Array.isArray(g) ? g : []),
       () => settle([]),
     );

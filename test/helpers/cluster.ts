@@ -57,11 +57,12 @@ export class TestCluster {
   /**
    * `tray submit` of a job (its source) in the background, to act on the cluster while it
    * runs: its output so far, a wait for a line, its exit code, and its last JSON line.
+   * `cliArgs` go to `tray submit` before the file (`--env K=V`).
    */
-  startJob(src: string, args: string[] = []) {
+  startJob(src: string, args: string[] = [], cliArgs: string[] = []) {
     const f = path.join(this.home, `job-${Math.random().toString(36).slice(2)}.ts`);
     fs.writeFileSync(f, src);
-    const child = this.spawnCli(["submit", f, "--", ...args]);
+    const child = this.spawnCli(["submit", ...cliArgs, f, "--", ...args]);
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));

@@ -93,6 +93,9 @@ describe("validateProcMessage (local socket)", () => {
       { t: "getActor", rid: 1, name: "x", namespace: "default" },
       { t: "cluster", rid: 2, what: "available" },
       { t: "jobDone", ok: true },
+      { t: "lease", rid: 3, res: { CPU: 1 } },
+      { t: "lease", rid: 3, res: { CPU: 1 }, env: { GREETING: "hi", EMPTY: "" } },
+      { t: "leaseSpread", rid: 4, res: { CPU: 1 }, b: HASH, n: 1, env: { GREETING: "hi" } },
     ];
     for (const m of good) assert.equal(validateProcMessage(m), undefined, JSON.stringify(m));
   });
@@ -114,6 +117,8 @@ describe("validateProcMessage (local socket)", () => {
     ["a yield with neither value nor location", { t: "yield", id: "a", i: 0 }, /malformed "yield"/],
     ["a cluster query of an unknown kind", { t: "cluster", rid: 1, what: "secrets" }, /malformed "cluster"/],
     ["a jobDone without ok", { t: "jobDone" }, /malformed "jobDone"/],
+    ["a lease whose environment holds a number", { t: "lease", rid: 1, res: {}, env: { N: 1 } }, /malformed "lease"/],
+    ["a leaseSpread whose environment is a string", { t: "leaseSpread", rid: 1, res: {}, n: 1, env: "A=1" }, /malformed "leaseSpread"/],
   ];
   for (const [what, m, msg] of bad) {
     it(`rejects ${what}`, () => assert.match(validateProcMessage(m) ?? "(accepted)", msg));
