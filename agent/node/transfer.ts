@@ -62,6 +62,8 @@ const MAX_HEAD_BYTES = 16 * 1024;
 const BULK_SOCKET_BYTES = 4 * 1024 * 1024;
 /** Most bytes one read may land in a mapped destination. */
 const MAP_READ_BYTES = 4 * 1024 * 1024;
+/** Bytes kept aside while the destination is being mapped, before reading pauses. */
+const EARLY_MAX_BYTES = 8 * 1024 * 1024;
 
 export function fetchInto(spec: FetchSpec): Promise<void> {
   const { file, size } = spec;
@@ -74,10 +76,16 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     let head: Buffer | undefined = Buffer.alloc(0); // response head until its blank line
     let pos = 0;
     const scratch = Buffer.allocUnsafe(READ_BYTES);
-    // The mapped destination (nat only): made once the request is on its way, so populating its
-    // pages overlaps the holder's first bytes.
+    // The mapped destination (nat only): made on the thread pool once the request is on its way
+    // (populating 100 MB of fresh pages takes 30 ms and more: never on the agent's loop), so it
+    // overlaps the holder's first bytes. Bytes that come before it are kept aside (`early`), and
+    // reading pauses when they pass EARLY_MAX_BYTES.
     let mapped: ArrayBuffer | undefined;
     let dest: Uint8Array | undefined;
+    let created = false;
+    let early: Array<{ at: number; bytes: Buffer }> = [];
+    let earlyBytes = 0;
+    let paused = false;
     const unmap = () => {
       if (!mapped) return;
       const ab = mapped;
@@ -97,7 +105,7 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
-      const opened = fd !== undefined || mapped !== undefined;
+      const opened = fd !== undefined || created;
       closeFd();
       unmap();
       if (opened || spec.reuse) {
@@ -116,19 +124,37 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       if (dest) {
         // Reads land in the mapping (buffer() below) but for the first bytes, read with the head.
         if (buf === scratch) dest.set(scratch.subarray(start, end), pos);
+      } else if (nat) {
+        early.push({ at: pos, bytes: Buffer.from(buf.subarray(start, end)) });
+        earlyBytes += end - start;
+        if (earlyBytes >= EARLY_MAX_BYTES) paused = true;
       } else {
         let o = start;
         while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
       }
       pos += end - start;
-      if (pos === size) {
-        settled = true;
-        if (mapped) unmap();
-        // A reused file may be longer: cut it, so no byte of its previous object stays readable.
-        else if (spec.reuse) fs.ftruncateSync(fd!, size);
-        closeFd();
-        socket.destroy();
-        resolve();
+      if (pos === size && (!nat || dest)) finish();
+    };
+    const finish = () => {
+      settled = true;
+      if (mapped) unmap();
+      // A reused file may be longer: cut it, so no byte of its previous object stays readable.
+      else if (spec.reuse) fs.ftruncateSync(fd!, size);
+      closeFd();
+      socket.destroy();
+      resolve();
+    };
+    /** The destination's mapping is here: land what came early, then read into it. */
+    const attach = (ab: ArrayBuffer) => {
+      mapped = ab;
+      dest = new Uint8Array(ab, 0, size);
+      for (const e of early) dest.set(e.bytes, e.at);
+      early = [];
+      earlyBytes = 0;
+      if (pos === size) return finish();
+      if (paused) {
+        paused = false;
+        socket.resume();
       }
     };
     const onHead = (buf: Buffer, n: number): number | undefined => {
@@ -152,9 +178,7 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       // The rest of what was read is already body: it starts at end + 4 in `head`.
       const already = head.length - (end + 4);
       head = undefined;
-      if (nat) {
-        if (!mapped) openMapped();
-      } else {
+      if (!nat) {
         fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
         spec.onStart?.();
       }
@@ -163,14 +187,19 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     /** The destination file at its final length, mapped shared and writable, pages populated. */
     const openMapped = () => {
       const f = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+      created = true;
       try {
         // A reused file may be longer: cut it first, so no byte of its previous object stays.
         fs.ftruncateSync(f, size);
       } finally {
         fs.closeSync(f);
       }
-      mapped = spec.mapping ?? nat!.map(file, size, 1);
-      dest = new Uint8Array(mapped, 0, size);
+      if (spec.mapping) return attach(spec.mapping);
+      nat!.mapShared(file, size, (err, ab) => {
+        if (settled) return ab && nat!.unmap(ab);
+        if (err) return fail(new Error(`could not map ${file} for the object: ${err.message}`));
+        attach(ab);
+      });
     };
     const socket = net.connect({
       ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
@@ -191,7 +220,7 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
           } catch (e) {
             fail(e as Error);
           }
-          return !settled;
+          return !settled && !paused;
         },
       },
     });
@@ -210,7 +239,11 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       }
     });
     socket.on("error", (e) => fail(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
-    socket.on("close", () => fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`)));
+    socket.on("close", () => {
+      // Every byte came before the destination was mapped: attach() finishes when it is.
+      if (pos === size && nat && !dest && !settled) return;
+      fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`));
+    });
   });
 }
 
