@@ -124,25 +124,35 @@ export class HeadConnection {
     let delay = 100;
     let lastError = "";
     while (!this.stopped) {
+      let link: Link | undefined;
       try {
-        const link = await dial(this.url, this.token);
-        link.peer = "head";
-        this.link = link;
-        await link.request({ t: "register", node: this.self(), named: this.named() });
-        link.onClose = () => {
-          if (this.link === link) this.link = undefined;
+        const l = (link = await dial(this.url, this.token));
+        l.peer = "head";
+        this.link = l;
+        let joined = false;
+        l.onClose = () => {
+          if (this.link === l) this.link = undefined;
+          if (!joined) return; // the register below fails and this loop dials again
           clearInterval(this.hbTimer);
           this.onLost();
           if (!this.stopped) setTimeout(() => void this.start(), 200);
         };
-        this.onLink(link);
+        // Handled from before it registers: the head sends on the link as soon as it has
+        // registered this node — its view of the cluster first, in the same frame as the
+        // register's reply. Wired only after the reply, the node dropped that view and knew
+        // no other node (the head included) until the head's next periodic broadcast; what it
+        // sent to one meanwhile (the result of a forwarded actor call) was dropped.
+        this.onLink(l);
+        await l.request({ t: "register", node: this.self(), named: this.named() });
+        joined = true;
         this.hbTimer = setInterval(() => {
           const nodeId = this.self().nodeId;
-          link.send({ t: "hb", nodeId, ...this.heartbeat() });
+          l.send({ t: "hb", nodeId, ...this.heartbeat() });
         }, HEARTBEAT_MS);
         this.hbTimer.unref();
         return;
       } catch (e) {
+        if (link && !link.closed) link.close(); // not left open beside the next try
         const msg = (e as Error).message;
         if (/401/.test(msg)) {
           // A wrong token never gets better by retrying: say so and stop.
