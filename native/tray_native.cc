@@ -10,10 +10,12 @@
 //     `pin`, when given, is a hard link to the file that this mapping owns: it is unlinked
 //     when the mapping goes, so the store can tell a file somebody still maps (link count
 //     above 1) from one it may recycle.
-//   mapShared(path, size, callback(err, arrayBuffer))
-//       mode 1 on libuv's thread pool: populating 100 MB of pages takes ~10 ms, kept off the
-//       agent's event loop (the store maps its warm files ahead this way)
-//   unmap(arrayBuffer)           -> detaches it and unmaps now, instead of at garbage collection
+//   mapShared(path, size, callback(err, arrayBuffer), background?)
+//       mode 1 on libuv's thread pool: populating 100 MB of pages takes ~10 ms (30 ms and more
+//       for fresh ones), kept off the agent's event loop; `background`: on a thread of its own
+//       at the lowest CPU priority instead (the store warms its files ahead this way)
+//   unmap(arrayBuffer, inBackground?) -> detaches it and unmaps now (or on a thread of its own),
+//                                   instead of at garbage collection
 //   sendFile(fd, path, offset, length, stallMs, callback(err, sent))
 //       the file's bytes into a connected socket with sendfile(2) on libuv's thread pool:
 //       the kernel moves page-cache pages into the socket, no copy through JavaScript memory
@@ -25,13 +27,16 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace {
@@ -163,9 +168,8 @@ void mapExecute(napi_env, void* data) {
   w->ptr = p == MAP_FAILED ? nullptr : p;
 }
 
-void mapComplete(napi_env env, napi_status, void* data) {
-  MapWork* w = static_cast<MapWork*>(data);
-  napi_value args[2];
+// (err, arrayBuffer) for a finished MapWork.
+void mapResult(napi_env env, MapWork* w, napi_value args[2]) {
   napi_get_undefined(env, &args[1]);
   if (w->err) {
     napi_value msg;
@@ -186,43 +190,96 @@ void mapComplete(napi_env env, napi_status, void* data) {
       napi_get_undefined(env, &args[1]);
     }
   }
+}
+
+void mapComplete(napi_env env, napi_status, void* data) {
+  MapWork* w = static_cast<MapWork*>(data);
+  napi_value args[2];
+  mapResult(env, w, args);
   callBack(env, w, args);
+}
+
+// Background maps run on a thread of their own at the lowest CPU priority (nice 19): warming
+// files ahead must never take a core from a transfer or a task. Their result comes back
+// through a thread-safe function.
+void mapCallJs(napi_env env, napi_value cb, void*, void* data) {
+  MapWork* w = static_cast<MapWork*>(data);
+  if (env != nullptr && cb != nullptr) {
+    napi_value args[2], recv;
+    mapResult(env, w, args);
+    napi_get_undefined(env, &recv);
+    napi_call_function(env, recv, cb, 2, args, nullptr);
+  } else if (w->ptr) {
+    munmap(w->ptr, w->len);  // the environment is going away: nobody will take the mapping
+  }
+  delete w;
+}
+
+void queueBackgroundMap(napi_env env, MapWork* w, napi_value callback) {
+  napi_threadsafe_function tsfn;
+  napi_value name;
+  napi_create_string_utf8(env, "tray.mapShared.background", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, callback, nullptr, name, 0, 1, nullptr, nullptr, nullptr, mapCallJs, &tsfn) != napi_ok) {
+    delete w;
+    napi_throw_error(env, nullptr, "could not start a background map");
+    return;
+  }
+  std::thread([w, tsfn]() {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+    mapExecute(nullptr, w);
+    napi_call_threadsafe_function(tsfn, w, napi_tsfn_blocking);
+    napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  }).detach();
 }
 
 // mapShared(path, size, callback(err, arrayBuffer)): mode 1 of map(), on the thread pool.
 napi_value MapShared(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   std::string file;
   double size = 0;
+  bool background = false;
   napi_valuetype cbType = napi_undefined;
-  if (argc == 3) napi_typeof(env, argv[2], &cbType);
+  if (argc >= 3) napi_typeof(env, argv[2], &cbType);
   if (argc < 3 || !getString(env, argv[0], &file) || napi_get_value_double(env, argv[1], &size) != napi_ok || size <= 0 || cbType != napi_function) {
-    napi_throw_type_error(env, nullptr, "mapShared(path, size > 0, callback)");
+    napi_throw_type_error(env, nullptr, "mapShared(path, size > 0, callback, background?)");
     return nullptr;
   }
-  queueWork(env, new MapWork{nullptr, nullptr, file, static_cast<size_t>(size), nullptr, 0}, argv[2], "tray.mapShared", mapExecute, mapComplete);
+  if (argc > 3) napi_get_value_bool(env, argv[3], &background);
+  MapWork* w = new MapWork{nullptr, nullptr, file, static_cast<size_t>(size), nullptr, 0};
+  if (background) queueBackgroundMap(env, w, argv[2]);
+  else queueWork(env, w, argv[2], "tray.mapShared", mapExecute, mapComplete);
   return nullptr;
 }
 
 napi_value Unmap(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   void* data = nullptr;
   size_t len = 0;
+  bool later = false;
   if (argc < 1 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "unmap(arrayBuffer)");
+    napi_throw_type_error(env, nullptr, "unmap(arrayBuffer, inBackground?)");
     return nullptr;
   }
+  if (argc > 1) napi_get_value_bool(env, argv[1], &later);
   {
     std::lock_guard<std::mutex> g(liveLock);
     auto it = live.find(data);
     if (it == live.end()) return nullptr;  // not ours, or already unmapped
     Mapping* m = it->second;
     live.erase(it);
-    munmap(m->ptr, m->len);
+    // Tearing down 100 MB of page tables takes ~5 ms: off this thread when asked. The address
+    // range stays reserved until then, so no new mapping can land on it early.
+    if (later) {
+      void* p = m->ptr;
+      size_t n = m->len;
+      std::thread([p, n]() { munmap(p, n); }).detach();
+    } else {
+      munmap(m->ptr, m->len);
+    }
     m->mapped = false;  // the finalizer still runs (maybe right inside the detach): it only removes the pin
   }
   // No JavaScript ran in between; from here a view of it throws instead of touching unmapped memory.

@@ -140,7 +140,7 @@ export class ObjectStore {
         }
       } else ok = false;
       if (!ok) {
-        if (mapping) native()?.unmap(mapping);
+        if (mapping) native()?.unmap(mapping, true);
         fs.unlink(tmp, () => {});
       }
       const next = [...this.wanted].pop();
@@ -151,14 +151,15 @@ export class ObjectStore {
     if (nat) {
       // Populating a shared mapping allocates the file's pages (the kernel zeroes them) and
       // leaves them mapped here, ready for a transfer from another node to land in (see
-      // takeWarmMapping); all on the thread pool.
+      // takeWarmMapping); on a thread of lowest CPU priority, so warming ahead never slows
+      // a transfer or a task that wants the cores now.
       try {
         fs.closeSync(fs.openSync(tmp, "w", 0o600));
         fs.truncateSync(tmp, cls);
       } catch {
         return done(false);
       }
-      nat.mapShared(tmp, cls, (err, ab) => done(!err, ab));
+      nat.mapShared(tmp, cls, (err, ab) => done(!err, ab), true);
       return;
     }
     fs.open(tmp, "w", 0o600, (err, fd) => {
@@ -195,7 +196,7 @@ export class ObjectStore {
     const ab = this.warmMaps.get(name);
     if (!ab) return;
     this.warmMaps.delete(name);
-    native()?.unmap(ab);
+    native()?.unmap(ab, true);
   }
 
   /** Mark an object as just used (moves it to the young end). */
@@ -249,11 +250,16 @@ export class ObjectStore {
   private mapAhead(name: string, size: number): void {
     const nat = native();
     if (!nat || size < PREFAULT_MIN_BYTES) return;
-    nat.mapShared(path.join(this.dir, FREE_DIR, name), size, (err, ab) => {
-      if (err) return; // taken meanwhile: it maps nothing
-      if (this.parked.has(name) && !this.destroyed) this.warmMaps.set(name, ab);
-      else nat.unmap(ab);
-    });
+    nat.mapShared(
+      path.join(this.dir, FREE_DIR, name),
+      size,
+      (err, ab) => {
+        if (err) return; // taken meanwhile: it maps nothing
+        if (this.parked.has(name) && !this.destroyed) this.warmMaps.set(name, ab);
+        else nat.unmap(ab, true);
+      },
+      true,
+    );
   }
 
   /** Give parked pages back to the system (the store needs the memory for live objects). */

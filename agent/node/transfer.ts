@@ -90,8 +90,8 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       if (!mapped) return;
       const ab = mapped;
       mapped = dest = undefined;
-      // Unmapping 100 MB takes a few ms: after the caller has heard the news.
-      setImmediate(() => nat!.unmap(ab));
+      // Unmapping 100 MB takes ~5 ms: on a thread of its own.
+      nat!.unmap(ab, true);
     };
     const closeFd = () => {
       if (fd === undefined) return;

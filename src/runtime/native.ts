@@ -10,10 +10,10 @@ import { fileURLToPath } from "node:url";
 export interface NativeHelpers {
   /** mode 0: private copy-on-write, lazy (readers); 1: shared, writable, populated (a transfer's destination). */
   map(file: string, size: number, mode: 0 | 1, pin?: string): ArrayBuffer;
-  /** map(file, size, 1) on the thread pool. */
-  mapShared(file: string, size: number, cb: (err: Error | null, ab: ArrayBuffer) => void): void;
+  /** map(file, size, 1) on the thread pool, or with `background` on a thread of lowest CPU priority. */
+  mapShared(file: string, size: number, cb: (err: Error | null, ab: ArrayBuffer) => void, background?: boolean): void;
   /** Unmap now (detaches the ArrayBuffer); a no-op for one that is not a live mapping. */
-  unmap(ab: ArrayBuffer): void;
+  unmap(ab: ArrayBuffer, inBackground?: boolean): void;
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;
   socketBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
 }
