@@ -24,6 +24,10 @@ import { envKeyOf } from "./pool.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
 
 const FETCH_STALL_MS = Number(process.env.TRAY_FETCH_STALL_MS) || 30_000;
+/** How long messages wait for a node we have not heard of yet (see sendTo). */
+const OUTBOX_UNKNOWN_MS = 5_000;
+/** ...and for a node we cannot reach although it is alive. */
+const OUTBOX_MAX_MS = 60_000;
 
 const ownerLost = (id: string, node: string) =>
   `object ${id} was lost: it was owned by node ${node}, which died (objects made with put() and results owned by a dead node cannot be rebuilt)`;
@@ -139,17 +143,57 @@ export class Distributed {
     return p;
   }
 
-  /** Send to a node, dialling if needed; a dead node's messages are dropped (callers handle death). */
+  /**
+   * Send to a node, dialling if needed. Messages wait in order in its outbox while there is no
+   * link; a dial that fails is tried again (50 ms, doubling to 1 s) as long as the node is
+   * alive in our view (up to OUTBOX_MAX_MS), or for OUTBOX_UNKNOWN_MS while we have not heard
+   * of it yet (a view may still be on its way). Only then, or when the node is known dead,
+   * are its messages dropped (callers handle death), and that is logged.
+   */
   sendTo(nodeId: string, m: ClusterMsg): void {
+    const queued = this.outbox.get(nodeId);
+    if (queued) {
+      queued.push(m);
+      return;
+    }
     const l = this.links.get(nodeId);
     if (l && !l.closed) {
       l.send(m);
       return;
     }
-    this.linkTo(nodeId).then(
-      (link) => link.send(m),
-      () => {},
-    );
+    this.outbox.set(nodeId, [m]);
+    void this.drainOutbox(nodeId);
+  }
+
+  private readonly outbox = new Map<string, ClusterMsg[]>();
+  private stopped = false;
+
+  private async drainOutbox(nodeId: string): Promise<void> {
+    const since = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      let why: string;
+      try {
+        const link = await this.linkTo(nodeId);
+        const q = this.outbox.get(nodeId) ?? [];
+        this.outbox.delete(nodeId);
+        for (const m of q) link.send(m);
+        return;
+      } catch (e) {
+        why = (e as Error).message;
+      }
+      const n = this.view.get(nodeId);
+      const waited = Date.now() - since;
+      // A node that stays alive but cannot be reached for a minute (a one-way partition) is
+      // given up on too: its messages would pile up without end.
+      const hopeless = this.stopped || waited > OUTBOX_MAX_MS || (n ? !n.alive : waited > OUTBOX_UNKNOWN_MS);
+      if (hopeless) {
+        const q = this.outbox.get(nodeId) ?? [];
+        this.outbox.delete(nodeId);
+        if (q.length && !this.stopped) console.error(`[agent] dropped ${q.length} message(s) for node ${nodeId.slice(0, 8)} (${q.map((x) => x.t).join(", ")}): ${why}`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+    }
   }
 
   /** A link accepted by our peer server. */
@@ -952,6 +996,7 @@ export class Distributed {
   }
 
   stop(): void {
+    this.stopped = true;
     this.headLink()?.send({ t: "leave", nodeId: this.selfId });
     this.pgs?.stop();
     this.table?.stop();
