@@ -99,12 +99,14 @@ const COMMON = `
     fs.writeFileSync(dir + "/release", "");
     await sleep(1500); // a child that was not cancelled would start or finish meanwhile
     const outcomes = force ? undefined : JSON.parse(fs.readFileSync(dir + "/outcomes", "utf8"));
-    return {
+    const o = {
       err, ms, n, killed, outcomes,
       parentNode: JSON.parse(fs.readFileSync(dir + "/parent", "utf8")).node,
       atCancel, childNodes: [...new Set(where.map((w) => w.node))], startedAfter: listed(dir, "started-").filter((f) => !atCancel.includes(f)),
       finished: listed(dir, "finished-"),
     };
+    fs.rmSync(dir, { recursive: true, force: true });
+    return o;
   }`;
 
 test("a task on a leased worker of this node, cancelled with force: its running children are killed, its queued ones never start", async () => {
@@ -195,6 +197,8 @@ test("a SPREAD task busy in synchronous code on another node's leased worker, ca
       const ms = Date.now() - t0;
       const killed = await waitDead(pid, 5000);
       fs.writeFileSync(dir + "/stop", "");
+      await sleep(100);
+      fs.rmSync(dir, { recursive: true, force: true });
       console.log(JSON.stringify({ err, ms, killed, far: node !== getRuntimeContext().nodeId }));
     }`);
   const o = okJson(r);
