@@ -117,6 +117,8 @@ export interface AgentOptions {
 
 const JOB_LESS = "";
 const INFEASIBLE_GRACE_MS = Number(process.env.TRAY_INFEASIBLE_GRACE_MS ?? 10_000);
+/** How long a worker told to cancel its running task with force has to cancel its subtasks before it is killed. */
+const CANCEL_GRACE_MS = 500;
 
 export class NodeAgent {
   readonly socketPath: string;
@@ -410,7 +412,57 @@ export class NodeAgent {
     w.remoteLease = undefined;
     clearTimeout(rl.timer);
     rl.socket?.destroy();
-    if (w.state === "direct") this.endLease(w);
+    if (w.state === "direct") this.endLeaseUnlessCancelling(w);
+  }
+
+  /** A direct lease whose holder is gone or gave it back. */
+  private endLeaseUnlessCancelling(w: WorkerProc): void {
+    // Still cancelling what it runs for that holder (its subtasks first, then it is killed):
+    // it stays out of the pool until that is settled (see settleOrphan), so no other task is
+    // given to a worker about to be killed.
+    if (w.cancelKills?.size) {
+      w.directOwner = undefined;
+      return;
+    }
+    this.endLease(w);
+  }
+
+  /** A leased worker whose holder went away while a cancel was pending: back to the pool once settled. */
+  private settleOrphan(w: WorkerProc): void {
+    if (w.cancelKills?.size || w.state !== "direct" || w.directOwner || w.remoteLease) return;
+    this.endLease(w);
+  }
+
+  /**
+   * A forced cancel of the task `id` running on worker `w` (leased or on the agent's path).
+   * Not recursive: the worker is killed now. Recursive: the tasks it submitted for `id` must
+   * be cancelled first, and only the worker knows those on its direct paths (leased workers
+   * here and on other nodes): it is told (`cancel` with `f`), cancels them and answers
+   * `cancelAck`, and is killed then. A worker that does not answer within CANCEL_GRACE_MS
+   * (its event loop is busy in the task's synchronous code) is killed anyway, after the tasks
+   * this agent knows as children of `id` are cancelled.
+   */
+  private killForCancel(w: WorkerProc, id: string, recursive: boolean): void {
+    if (!recursive) {
+      w.proc.kill("SIGKILL");
+      return;
+    }
+    const kills = (w.cancelKills ??= new Map());
+    if (kills.has(id)) return;
+    (w.conn as Conn | undefined)?.send({ t: "cancel", id, r: 1, f: 1 });
+    const timer = setTimeout(() => {
+      kills.delete(id);
+      if (w.state === "dead") return;
+      this.cancelChildren(id, true);
+      w.proc.kill("SIGKILL");
+    }, CANCEL_GRACE_MS);
+    timer.unref();
+    kills.set(id, timer);
+  }
+
+  /** Cancel the tasks this agent knows whose parent is `id` (and theirs). */
+  private cancelChildren(id: string, force: boolean): void {
+    for (const c of this.tasks.values()) if (c.parent === id) this.cancel(c.id, force, true);
   }
 
   /** A lease granted to another node's process is given back (or was never wanted): its owner says so. */
@@ -442,7 +494,7 @@ export class NodeAgent {
   private onClose(conn: Conn): void {
     this.conns.delete(conn);
     for (const [worker, r] of this.remoteLeases) if (r.conn === conn) this.remoteLeases.delete(worker);
-    for (const w of this.workers.values()) if (w.state === "direct" && w.directOwner === conn) this.endLease(w);
+    for (const w of this.workers.values()) if (w.state === "direct" && w.directOwner === conn) this.endLeaseUnlessCancelling(w);
     for (const id of conn.held) this.objects.decr(id);
     conn.held.clear();
     // subscriptions of a dead connection are dropped lazily (notify on a closed writer is a no-op)
@@ -540,14 +592,33 @@ export class NodeAgent {
         this.killActor(m.actor, m.noRestart, "it was killed with kill()");
         return;
       case "cancel":
-        if (m.worker && m.force) {
-          // A task running on a worker leased to this connection: only the worker knows it.
+        if (m.worker) {
+          // A task this process sent to a worker leased to it: only that worker knows it, and
+          // only a forced cancel comes here (the process tells the worker itself otherwise).
+          if (!m.force) return;
           const w = this.workers.get(m.worker);
-          if (w?.state === "direct" && w.directOwner === conn) w.proc.kill("SIGKILL");
+          if (w?.state === "direct" && w.directOwner === conn) {
+            this.killForCancel(w, m.id, m.recursive);
+            return;
+          }
+          // A worker of another node: its agent kills it (the lease's secret says it is ours).
+          const r = this.remoteLeases.get(m.worker);
+          if (r?.conn === conn) this.net?.sendTo(r.node, { t: "cancelLeased", id: m.id, worker: m.worker, secret: r.secret, recursive: m.recursive });
           return;
         }
         this.cancel(m.id, m.force, m.recursive);
         return;
+      case "cancelAck": {
+        // A worker told to cancel its running task with force has cancelled what it submitted.
+        const w = conn.worker;
+        const timer = w?.cancelKills?.get(m.id);
+        if (!w || !timer) return;
+        clearTimeout(timer);
+        w.cancelKills!.delete(m.id);
+        if (m.kill) w.proc.kill("SIGKILL");
+        else this.settleOrphan(w);
+        return;
+      }
       case "lease":
         conn.send({ t: "rep", rid: m.rid, value: this.grantLease(conn, m.res, m.env) });
         return;
@@ -1222,8 +1293,15 @@ export class NodeAgent {
     this.killActor(id, noRestart, "it was killed with kill()");
   }
 
-  cancelTask(id: string, force: boolean): void {
-    this.cancel(id, force, false);
+  /** Another node cancels a task of its that runs here (`recursive`: and its subtasks here). */
+  cancelTask(id: string, force: boolean, recursive: boolean): void {
+    this.cancel(id, force, recursive);
+  }
+
+  /** Another node's process cancels, with force, a task it sent to a worker of ours leased to it. */
+  cancelLeased(worker: string, secret: string, id: string, recursive: boolean): void {
+    const w = this.workers.get(worker);
+    if (w?.state === "direct" && w.remoteLease?.secret === secret) this.killForCancel(w, id, recursive);
   }
 
   private onBlocked(conn: Conn, returned: string[]): void {
@@ -1250,6 +1328,7 @@ export class NodeAgent {
     const wasState = w.state;
     w.state = "dead";
     this.workers.delete(w.id);
+    if (w.cancelKills) for (const timer of w.cancelKills.values()) clearTimeout(timer);
     (w.conn as Conn | undefined)?.socket.destroy();
     fs.rm(w.sock, { force: true }, () => {});
     if (this.stopping) return;
@@ -1307,9 +1386,14 @@ export class NodeAgent {
     this.kick();
   }
 
+  /**
+   * cancel(): `recursive` cancels the tasks this agent knows whose parent is `id` (a task it
+   * does not know itself, one run on a leased worker, has only those cancelled here) and tells
+   * the worker running it, which cancels those it sent on its direct paths.
+   */
   cancel(id: string, force: boolean, recursive: boolean): void {
     const t = this.tasks.get(id);
-    if (recursive) for (const c of this.tasks.values()) if (c.parent === id) this.cancel(c.id, force, true);
+    if (recursive) this.cancelChildren(id, force);
     if (!t || t.state === "done") return;
     t.cancelled = true;
     if (t.state === "deps" || (t.state === "queued" && !t.worker)) {
@@ -1318,15 +1402,15 @@ export class NodeAgent {
       return;
     }
     if (t.remoteNode) {
-      this.net?.sendTo(t.remoteNode, { t: "cancel", id, force });
+      this.net?.sendTo(t.remoteNode, { t: "cancel", id, force, recursive });
       return;
     }
     const w = t.worker;
     if (!w) return;
     if (force && !t.actor) {
-      w.proc.kill("SIGKILL");
+      this.killForCancel(w, id, recursive);
     } else {
-      (w.conn as Conn | undefined)?.send({ t: "cancel", id });
+      (w.conn as Conn | undefined)?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
     }
   }
 

@@ -800,7 +800,10 @@ export class Distributed {
         a.killActorById(m.actor, m.noRestart);
         return;
       case "cancel":
-        a.cancelTask(m.id, m.force);
+        a.cancelTask(m.id, m.force, m.recursive === true);
+        return;
+      case "cancelLeased":
+        a.cancelLeased(m.worker, m.secret, m.id, m.recursive);
         return;
       case "nameActor":
         link.reply(m.rid!, a.registerName(m.key, m.actor, m.getIfExists));

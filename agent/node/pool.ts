@@ -22,6 +22,11 @@ export interface WorkerProc {
   directOwner?: unknown;
   /** Leased to a process on another node (state "direct"): reached through our peer server. */
   remoteLease?: { owner: string; secret: string; socket?: import("node:net").Socket; timer?: NodeJS.Timeout };
+  /**
+   * Forced recursive cancels of tasks it runs, waiting for its `cancelAck` (it cancels the
+   * tasks it submitted first); the timer kills it if it never answers (its event loop busy).
+   */
+  cancelKills?: Map<string, NodeJS.Timeout>;
   proc: ChildProcess;
   pid: number;
   /** Job it belongs to ("" = not yet assigned). */

@@ -153,7 +153,28 @@ export async function runWorker(): Promise<void> {
   core.send({ t: "hello", role: "worker", pid: process.pid, workerId: core.workerId });
   const queue: TaskMsg[] = [];
   let running = false;
+  /** The task running now (one at a time), while it runs. */
+  let current: TaskMsg | undefined;
   let actor: ActorState | undefined;
+
+  /**
+   * cancel() of a task sent here (by a leaseholder, or by the agent): one still queued is
+   * dropped and answered cancelled; for the running one, `r` (recursive) cancels the tasks it
+   * submitted — those on this process's direct paths (leased workers here and on other
+   * nodes) from here, those on the agent's path by the agent (asked here when the task came
+   * from a leaseholder: the agent does not know it; otherwise the agent has done it already).
+   * `f` (force) comes from the agent, which kills this worker once it has the answer.
+   */
+  const onCancel = (m: { id: string; r?: unknown; f?: unknown }) => {
+    const i = queue.findIndex((t) => t.id === m.id);
+    if (i >= 0) {
+      const [t] = queue.splice(i, 1);
+      sendDone(core, t!, performance.now(), { err: { kind: "TaskCancelledError", message: "cancelled before it started" } });
+    }
+    const run = current?.id === m.id ? current : undefined;
+    if (run && m.r) core.cancelChildren(m.id, !!m.f, !!run.replyTo);
+    if (m.f) core.send({ t: "cancelAck", id: m.id, kill: !!run });
+  };
 
   core.onBlocked = () => {
     // Our current task waits on others: give back what is queued behind it so other workers
@@ -184,11 +205,8 @@ export async function runWorker(): Promise<void> {
         queue.push(m as TaskMsg);
         void pump();
       } else if (m.t === "cancel") {
-        const i = queue.findIndex((t) => t.id === m.id);
-        if (i >= 0) {
-          queue.splice(i, 1);
-          m.replyTo!.send({ t: "done", id: m.id, ms: 0, err: { kind: "TaskCancelledError", message: "cancelled before it started" } });
-        }
+        // (never with force: that comes from the agent, which kills the worker)
+        onCancel({ id: m.id, r: m.r });
       }
     });
   }
@@ -197,9 +215,11 @@ export async function runWorker(): Promise<void> {
     if (running) return;
     running = true;
     while (queue.length) {
-      const running = runTask(core, queue.shift()!);
+      current = queue.shift()!;
+      const running = runTask(core, current);
       if (running) await running;
     }
+    current = undefined;
     running = false;
   };
 
@@ -227,18 +247,13 @@ export async function runWorker(): Promise<void> {
         queue.push(m);
         void pump();
         return;
-      case "cancel": {
-        // A task still queued here is dropped, and the agent is told it is over (it was
-        // waiting for a "done" that never came: the task's get() hung and the worker's
-        // lease was never released). A task already running finishes; the agent reports
-        // it as cancelled.
-        const i = queue.findIndex((t) => t.id === m.id);
-        if (i >= 0) {
-          queue.splice(i, 1);
-          core.send({ t: "done", id: m.id, ms: 0, err: { kind: "TaskCancelledError", message: "cancelled before it started" } });
-        }
+      case "cancel":
+        // A task still queued here is dropped, and whoever sent it is told it is over (the
+        // agent was waiting for a "done" that never came: the task's get() hung and the
+        // worker's lease was never released). A task already running finishes unless the
+        // agent kills the worker (force); its result is reported cancelled.
+        onCancel(m);
         return;
-      }
       case "actorInit":
         if (core.jobId === "") core.jobId = m.job;
         if (m.ns) core.namespace = m.ns;

@@ -66,7 +66,13 @@ export type ClusterMsg =
   | { t: "actorState"; actor: string; state: string; node: string; cause?: string }
   | { t: "call"; id: string; actor: string; m: string; args: RemoteTask["args"]; caller: string }
   | { t: "kill"; actor: string; noRestart: boolean }
-  | { t: "cancel"; id: string; force: boolean }
+  /** Owner → node running a task of its: cancel it (`recursive`: and the tasks it submitted there). */
+  | { t: "cancel"; id: string; force: boolean; recursive?: boolean }
+  /**
+   * Owner → node: a forced cancel of task `id`, which a process of the owner sent to `worker`,
+   * leased to it (the lease's `secret` proves it); `recursive`: its subtasks first.
+   */
+  | { t: "cancelLeased"; id: string; worker: string; secret: string; recursive: boolean }
   | { t: "nameActor"; rid?: number; key: string; actor: string; node: string; className: string; getIfExists: boolean }
   | { t: "lookupName"; rid?: number; key: string }
   | { t: "dropName"; key: string; actor: string }
@@ -121,6 +127,7 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   call: (m) => isStr(m.id) && isStr(m.actor) && isStr(m.m) && Array.isArray(m.args) && isStr(m.caller),
   kill: (m) => isStr(m.actor),
   cancel: (m) => isStr(m.id),
+  cancelLeased: (m) => isStr(m.id) && isStr(m.worker) && isStr(m.secret) && typeof m.recursive === "boolean",
   nameActor: (m) => isStr(m.key) && isStr(m.actor) && isStr(m.node) && isNum(m.rid),
   lookupName: (m) => isStr(m.key) && isNum(m.rid),
   dropName: (m) => isStr(m.key) && isStr(m.actor),

@@ -48,7 +48,18 @@ export type ProcToAgent =
   | { t: "blocked"; returned: string[] }
   | { t: "unblocked" }
   | { t: "actorReady"; actor: string; err?: WireError }
+  /**
+   * cancel(): with `worker`, a forced cancel of a task this process sent to that leased worker
+   * (of this node, or of another node through its agent); without, a task the agent knows, or
+   * (recursive) the tasks it knows whose parent is `id`.
+   */
   | { t: "cancel"; id: string; force: boolean; recursive: boolean; worker?: string }
+  /**
+   * A worker's answer to a forced recursive cancel (`cancel` with `f`): `kill` when it was
+   * running the task (the tasks it submitted for it are cancelled: it may die now), false when
+   * not (dropped from its queue, or finished already: it lives on).
+   */
+  | { t: "cancelAck"; id: string; kill: boolean }
   /**
    * Lease a local worker for tasks of this shape, to send them to it directly; `env`: the
    * tasks' environment (the job's, plus their runtimeEnv), so only a worker started with
@@ -95,7 +106,12 @@ export type AgentToProc =
   | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string; ns?: string }
   | { t: "actorInit"; actor: string; fn: FnRef; args: ResolvedArg[]; gpus?: number[]; maxConcurrency: number; job: string; ns?: string; sock?: string }
   | { t: "actorCall"; id: string; m: string; args: ResolvedArg[] }
-  | { t: "cancel"; id: string }
+  /**
+   * Cancel a task sent to this worker: dropped if still queued; if running and `r`
+   * (recursive), the tasks it submitted are cancelled too (`f`: with force; then answer
+   * `cancelAck`, and the agent kills the worker).
+   */
+  | { t: "cancel"; id: string; r?: 1; f?: 1 }
   /** A worker leased to you died: its tasks in flight must be retried or failed. */
   | { t: "leaseLost"; worker: string; kind: string; message: string }
   /** The actor you created listens here: call it directly (one hop each way). */
@@ -146,6 +162,7 @@ const checks: Record<string, (m: Record<string, any>) => boolean> = {
   unblocked: () => true,
   actorReady: (m) => isStr(m.actor),
   cancel: (m) => isStr(m.id),
+  cancelAck: (m) => isStr(m.id) && typeof m.kill === "boolean",
   kill: (m) => isStr(m.actor),
   getActor: (m) => isNum(m.rid) && isStr(m.name) && isStr(m.namespace),
   cluster: (m) => isNum(m.rid) && (m.what === "nodes" || m.what === "total" || m.what === "available"),

@@ -553,6 +553,19 @@ export class Core {
     if (!this.directTasks.cancel(id, force, recursive)) this.send({ t: "cancel", id, force, recursive });
   }
 
+  /**
+   * The task `parent` running in this worker was cancelled recursively: cancel the tasks it
+   * submitted. Those on a direct path (leased workers, SPREAD leases) are known only here;
+   * those on the agent's path are cancelled by the agent (`viaAgent`: ask it, for a task the
+   * agent does not know, one sent here by a leaseholder). Found by their parent (DirectSpec.p),
+   * so nothing is recorded per task for this.
+   */
+  cancelChildren(parent: string, force: boolean, viaAgent: boolean): void {
+    this.directTasks.cancelChildren(parent, force);
+    this.spread.cancelChildren(parent, force);
+    if (viaAgent) this.send({ t: "cancel", id: parent, force, recursive: true });
+  }
+
   createActor(cls: FnRef, args: unknown[], opts: RemoteOptions): ActorHandleOf<any> {
     const id = this.newId();
     this.send({

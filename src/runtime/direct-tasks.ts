@@ -365,27 +365,47 @@ export class DirectTasks {
 
   /**
    * cancel(): a task still waiting here is cancelled at once; one sent to a leased worker is
-   * cancelled there (or, with force, the worker is killed). False: not a direct task.
+   * cancelled there (`recursive`: with the tasks it submitted), or, with force, its worker's
+   * agent kills the worker (after the worker cancelled those tasks, when recursive). False:
+   * not a direct task.
    */
   cancel(id: string, force: boolean, recursive: boolean): boolean {
     for (const c of this.classes.values()) {
       for (let i = c.head; i < c.backlog.length; i++) {
         const e = c.backlog[i];
         if (e?.[0] !== id) continue;
-        c.backlog[i] = undefined;
-        if (i === c.head) c.head++;
-        this.host.directResult(id, undefined, undefined, cancelledError(e[1], id));
+        this.dropQueued(c, i);
         return true;
       }
       for (const lease of c.leases) {
         if (!lease.inflight.has(id)) continue;
-        this.cancelled.add(id);
-        lease.writer?.send({ t: "cancel", id });
-        if (force) this.host.send({ t: "cancel", id, force, recursive, worker: lease.worker });
+        this.cancelSent(lease, id, force, recursive);
         return true;
       }
     }
     return false;
+  }
+
+  /** The task `parent` running here was cancelled recursively: cancel every task it sent this way. */
+  cancelChildren(parent: string, force: boolean): void {
+    for (const c of this.classes.values()) {
+      for (let i = c.head; i < c.backlog.length; i++) if (c.backlog[i]?.[1].p === parent) this.dropQueued(c, i);
+      for (const lease of c.leases) for (const [id, spec] of lease.inflight) if (spec.p === parent) this.cancelSent(lease, id, force, true);
+    }
+  }
+
+  private dropQueued(c: LeaseClass, i: number): void {
+    const e = c.backlog[i]!;
+    c.backlog[i] = undefined;
+    while (c.head < c.backlog.length && !c.backlog[c.head]) c.head++; // (no backlog left behind holes)
+    this.host.directResult(e[0], undefined, undefined, cancelledError(e[1], e[0]));
+  }
+
+  private cancelSent(lease: DirectLease, id: string, force: boolean, recursive: boolean): void {
+    if (!force && this.cancelled.has(id)) return; // (cancelled already; force may still follow)
+    this.cancelled.add(id);
+    if (force) this.host.send({ t: "cancel", id, force, recursive, worker: lease.worker });
+    else lease.writer?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
   }
 }
 

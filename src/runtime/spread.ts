@@ -127,26 +127,46 @@ export class SpreadTasks {
     return true;
   }
 
-  /** cancel(): a task queued here is dropped, one sent to a leased worker is cancelled there. */
+  /**
+   * cancel(): a task queued here is dropped; one sent to a leased worker is cancelled there
+   * (`recursive`: with the tasks it submitted), or, with force, the worker's agent kills the
+   * worker, on whichever node it runs (the owner's agent relays it there).
+   */
   cancel(id: string, force: boolean, recursive: boolean): boolean {
     for (const p of this.pools.values()) {
       for (let i = p.qHead; i < p.queue.length; i++) {
-        const q = p.queue[i];
-        if (q?.id !== id) continue;
-        p.queue.splice(i, 1);
-        this.host.result(id, undefined, undefined, cancelledError(q.spec, id));
+        if (p.queue[i]?.id !== id) continue;
+        this.dropQueued(p, i);
         return true;
       }
       for (const l of p.leases) {
         if (!l.inflight.has(id)) continue;
-        this.cancelled.add(id);
-        l.writer?.send({ t: "cancel", id });
-        // A worker of this node can be killed by the agent; one of another node finishes.
-        if (force && l.grant.sock) this.host.send({ t: "cancel", id, force, recursive, worker: l.grant.worker });
+        this.cancelSent(l, id, force, recursive);
         return true;
       }
     }
     return false;
+  }
+
+  /** The task `parent` running here was cancelled recursively: cancel every SPREAD task it submitted. */
+  cancelChildren(parent: string, force: boolean): void {
+    for (const p of this.pools.values()) {
+      for (let i = p.queue.length - 1; i >= p.qHead; i--) if (p.queue[i]?.spec.p === parent) this.dropQueued(p, i);
+      for (const l of p.leases) for (const [id, spec] of l.inflight) if (spec.p === parent) this.cancelSent(l, id, force, true);
+    }
+  }
+
+  private dropQueued(p: Pool, i: number): void {
+    const q = p.queue[i]!;
+    p.queue.splice(i, 1);
+    this.host.result(q.id, undefined, undefined, cancelledError(q.spec, q.id));
+  }
+
+  private cancelSent(l: Lease, id: string, force: boolean, recursive: boolean): void {
+    if (!force && this.cancelled.has(id)) return; // (cancelled already; force may still follow)
+    this.cancelled.add(id);
+    if (force) this.host.send({ t: "cancel", id, force, recursive, worker: l.grant.worker });
+    else l.writer?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
   }
 
   // ---------------------------------------------------------------- queue

@@ -89,6 +89,8 @@ describe("validateProcMessage (local socket)", () => {
       { t: "blocked", returned: [] },
       { t: "unblocked" },
       { t: "cancel", id: "a.1", force: false, recursive: true },
+      { t: "cancel", id: "a.1", force: true, recursive: true, worker: "w1" },
+      { t: "cancelAck", id: "a.1", kill: true },
       { t: "kill", actor: "a.2", noRestart: true },
       { t: "getActor", rid: 1, name: "x", namespace: "default" },
       { t: "cluster", rid: 2, what: "available" },
@@ -117,6 +119,7 @@ describe("validateProcMessage (local socket)", () => {
     ["a yield with neither value nor location", { t: "yield", id: "a", i: 0 }, /malformed "yield"/],
     ["a cluster query of an unknown kind", { t: "cluster", rid: 1, what: "secrets" }, /malformed "cluster"/],
     ["a jobDone without ok", { t: "jobDone" }, /malformed "jobDone"/],
+    ["a cancelAck without kill", { t: "cancelAck", id: "a.1" }, /malformed "cancelAck"/],
     ["a lease whose environment holds a number", { t: "lease", rid: 1, res: {}, env: { N: 1 } }, /malformed "lease"/],
     ["a leaseSpread whose environment is a string", { t: "leaseSpread", rid: 1, res: {}, n: 1, env: "A=1" }, /malformed "leaseSpread"/],
   ];
