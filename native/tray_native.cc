@@ -2,18 +2,17 @@
 // version from 20 on). Built by scripts/build.mjs when a C++ compiler is present; without it
 // tray falls back to plain reads and writes (src/runtime/native.ts says which path is live).
 //
-//   map(path, size, mode, pin?)  -> ArrayBuffer over the file's pages
-//       mode 0: private copy-on-write, mapped lazily (a reader's `get`: no copy at all, and a
-//               value the user writes to never changes the stored object)
-//       mode 1: shared and writable, pages populated up front (an agent receiving an object
-//               from another node: bytes land in the store file with one copy, no page faults)
+//   map(path, size, mode, pin?)  -> ArrayBuffer over the file's pages, mapped lazily
+//       mode 0: private copy-on-write (a reader's `get`: no copy at all, and a value the user
+//               writes to never changes the stored object)
+//       mode 1: shared and writable (a warm store file an agent keeps ready for a transfer
+//               from another node to land in: one copy, straight into the file's pages)
 //     `pin`, when given, is a hard link to the file that this mapping owns: it is unlinked
 //     when the mapping goes, so the store can tell a file somebody still maps (link count
 //     above 1) from one it may recycle.
-//   mapShared(path, size, callback(err, arrayBuffer), background?)
-//       mode 1 on libuv's thread pool: populating 100 MB of pages takes ~10 ms (30 ms and more
-//       for fresh ones), kept off the agent's event loop; `background`: on a thread of its own
-//       at the lowest CPU priority instead (the store warms its files ahead this way)
+//   populate(arrayBuffer, offset, length, callback(err))
+//       faults in a slice of a shared mapping on libuv's thread pool (the store warms a file
+//       a few MiB at a time, between transfers, so a transfer later pays no page faults)
 //   unmap(arrayBuffer, inBackground?) -> detaches it and unmaps now (or on a thread of its own),
 //                                   instead of at garbage collection
 //   sendFile(fd, path, offset, length, stallMs, callback(err, sent))
@@ -33,10 +32,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace {
@@ -52,16 +49,20 @@ struct Mapping {
 std::mutex liveLock;
 std::unordered_map<void*, Mapping*> live;
 
+// V8 may run this on a background thread (it sweeps array buffers concurrently). The munmap
+// (~5 ms for 100 MB) happens outside the lock, so a map() on the main thread never waits for it.
 void releaseMapping(napi_env, void*, void* hint) {
   Mapping* m = static_cast<Mapping*>(hint);
+  bool unmapNow = false;
   {
     std::lock_guard<std::mutex> g(liveLock);
     if (m->mapped) {
-      munmap(m->ptr, m->len);
       m->mapped = false;
       live.erase(m->ptr);
+      unmapNow = true;
     }
   }
+  if (unmapNow) munmap(m->ptr, m->len);
   if (!m->pin.empty()) unlink(m->pin.c_str());
   delete m;
 }
@@ -101,7 +102,7 @@ napi_value Map(napi_env env, napi_callback_info info) {
   const bool shared = mode == 1;
   int fd = open(file.c_str(), shared ? O_RDWR : O_RDONLY);
   if (fd < 0) return throwErrno(env, file, errno);
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, shared ? (MAP_SHARED | MAP_POPULATE) : MAP_PRIVATE, fd, 0);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
   const int err = errno;
   close(fd);
   if (p == MAP_FAILED) return throwErrno(env, "mmap " + file, err);
@@ -146,110 +147,71 @@ void callBack(napi_env env, W* w, napi_value args[2]) {
   delete w;
 }
 
-struct MapWork {
+struct PopulateWork {
   napi_async_work work;
   napi_ref callback;
-  std::string file;
+  char* ptr;
   size_t len;
-  void* ptr;
   int err;
 };
 
-void mapExecute(napi_env, void* data) {
-  MapWork* w = static_cast<MapWork*>(data);
-  int fd = open(w->file.c_str(), O_RDWR);
-  if (fd < 0) {
+void populateExecute(napi_env, void* data) {
+  PopulateWork* w = static_cast<PopulateWork*>(data);
+#ifdef MADV_POPULATE_WRITE
+  if (madvise(w->ptr, w->len, MADV_POPULATE_WRITE) == 0) return;
+  if (errno != EINVAL) {
     w->err = errno;
     return;
   }
-  void* p = mmap(nullptr, w->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  w->err = p == MAP_FAILED ? errno : 0;
-  close(fd);
-  w->ptr = p == MAP_FAILED ? nullptr : p;
+#endif
+  // Kernels before 5.14: touch every page (writing back the byte that is there).
+  const long page = sysconf(_SC_PAGESIZE);
+  for (size_t off = 0; off < w->len; off += static_cast<size_t>(page)) {
+    volatile char* c = w->ptr + off;
+    *c = *c;
+  }
 }
 
-// (err, arrayBuffer) for a finished MapWork.
-void mapResult(napi_env env, MapWork* w, napi_value args[2]) {
-  napi_get_undefined(env, &args[1]);
+void populateComplete(napi_env env, napi_status, void* data) {
+  PopulateWork* w = static_cast<PopulateWork*>(data);
+  napi_value args[2];
   if (w->err) {
     napi_value msg;
-    napi_create_string_utf8(env, (w->file + ": " + strerror(w->err)).c_str(), NAPI_AUTO_LENGTH, &msg);
+    napi_create_string_utf8(env, strerror(w->err), NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, nullptr, msg, &args[0]);
   } else {
     napi_get_null(env, &args[0]);
-    Mapping* m = new Mapping{w->ptr, w->len, std::string(), true};
-    {
-      std::lock_guard<std::mutex> g(liveLock);
-      live[w->ptr] = m;
-    }
-    if (napi_create_external_arraybuffer(env, w->ptr, w->len, releaseMapping, m, &args[1]) != napi_ok) {
-      releaseMapping(env, nullptr, m);
-      napi_value msg;
-      napi_create_string_utf8(env, "this Node.js does not accept external ArrayBuffers", NAPI_AUTO_LENGTH, &msg);
-      napi_create_error(env, nullptr, msg, &args[0]);
-      napi_get_undefined(env, &args[1]);
-    }
   }
-}
-
-void mapComplete(napi_env env, napi_status, void* data) {
-  MapWork* w = static_cast<MapWork*>(data);
-  napi_value args[2];
-  mapResult(env, w, args);
+  napi_get_undefined(env, &args[1]);
   callBack(env, w, args);
 }
 
-// Background maps run on a thread of their own at the lowest CPU priority (nice 19): warming
-// files ahead must never take a core from a transfer or a task. Their result comes back
-// through a thread-safe function.
-void mapCallJs(napi_env env, napi_value cb, void*, void* data) {
-  MapWork* w = static_cast<MapWork*>(data);
-  if (env != nullptr && cb != nullptr) {
-    napi_value args[2], recv;
-    mapResult(env, w, args);
-    napi_get_undefined(env, &recv);
-    napi_call_function(env, recv, cb, 2, args, nullptr);
-  } else if (w->ptr) {
-    munmap(w->ptr, w->len);  // the environment is going away: nobody will take the mapping
-  }
-  delete w;
-}
-
-void queueBackgroundMap(napi_env env, MapWork* w, napi_value callback) {
-  napi_threadsafe_function tsfn;
-  napi_value name;
-  napi_create_string_utf8(env, "tray.mapShared.background", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, callback, nullptr, name, 0, 1, nullptr, nullptr, nullptr, mapCallJs, &tsfn) != napi_ok) {
-    delete w;
-    napi_throw_error(env, nullptr, "could not start a background map");
-    return;
-  }
-  std::thread([w, tsfn]() {
-    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
-    mapExecute(nullptr, w);
-    napi_call_threadsafe_function(tsfn, w, napi_tsfn_blocking);
-    napi_release_threadsafe_function(tsfn, napi_tsfn_release);
-  }).detach();
-}
-
-// mapShared(path, size, callback(err, arrayBuffer)): mode 1 of map(), on the thread pool.
-napi_value MapShared(napi_env env, napi_callback_info info) {
+// populate(arrayBuffer, offset, length, callback(err)): fault in a slice of a shared mapping
+// (mode 1) on the thread pool. The store warms a file a few MiB at a time this way, so the
+// warming can stand aside whenever a transfer runs (see ObjectStore.prefault).
+napi_value Populate(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  std::string file;
-  double size = 0;
-  bool background = false;
+  void* data = nullptr;
+  size_t len = 0;
+  double off = 0, n = 0;
   napi_valuetype cbType = napi_undefined;
-  if (argc >= 3) napi_typeof(env, argv[2], &cbType);
-  if (argc < 3 || !getString(env, argv[0], &file) || napi_get_value_double(env, argv[1], &size) != napi_ok || size <= 0 || cbType != napi_function) {
-    napi_throw_type_error(env, nullptr, "mapShared(path, size > 0, callback, background?)");
+  if (argc == 4) napi_typeof(env, argv[3], &cbType);
+  if (argc < 4 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok || napi_get_value_double(env, argv[1], &off) != napi_ok ||
+      napi_get_value_double(env, argv[2], &n) != napi_ok || cbType != napi_function || off < 0 || n <= 0 || off + n > static_cast<double>(len)) {
+    napi_throw_type_error(env, nullptr, "populate(arrayBuffer, offset, length, callback) within the buffer");
     return nullptr;
   }
-  if (argc > 3) napi_get_value_bool(env, argv[3], &background);
-  MapWork* w = new MapWork{nullptr, nullptr, file, static_cast<size_t>(size), nullptr, 0};
-  if (background) queueBackgroundMap(env, w, argv[2]);
-  else queueWork(env, w, argv[2], "tray.mapShared", mapExecute, mapComplete);
+  {
+    std::lock_guard<std::mutex> g(liveLock);
+    if (live.find(data) == live.end()) {
+      napi_throw_error(env, nullptr, "populate: not a live mapping");
+      return nullptr;
+    }
+  }
+  PopulateWork* w = new PopulateWork{nullptr, nullptr, static_cast<char*>(data) + static_cast<size_t>(off), static_cast<size_t>(n), 0};
+  queueWork(env, w, argv[3], "tray.populate", populateExecute, populateComplete);
   return nullptr;
 }
 
@@ -265,23 +227,22 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   if (argc > 1) napi_get_value_bool(env, argv[1], &later);
+  void* p = nullptr;
+  size_t n = 0;
   {
     std::lock_guard<std::mutex> g(liveLock);
     auto it = live.find(data);
     if (it == live.end()) return nullptr;  // not ours, or already unmapped
     Mapping* m = it->second;
     live.erase(it);
-    // Tearing down 100 MB of page tables takes ~5 ms: off this thread when asked. The address
-    // range stays reserved until then, so no new mapping can land on it early.
-    if (later) {
-      void* p = m->ptr;
-      size_t n = m->len;
-      std::thread([p, n]() { munmap(p, n); }).detach();
-    } else {
-      munmap(m->ptr, m->len);
-    }
+    p = m->ptr;
+    n = m->len;
     m->mapped = false;  // the finalizer still runs (maybe right inside the detach): it only removes the pin
   }
+  // Tearing down 100 MB of page tables takes ~5 ms: off this thread when asked. The address
+  // range stays mapped until then, so no new mapping can land on it early.
+  if (later) std::thread([p, n]() { munmap(p, n); }).detach();
+  else munmap(p, n);
   // No JavaScript ran in between; from here a view of it throws instead of touching unmapped memory.
   napi_detach_arraybuffer(env, argv[0]);
   return nullptr;
@@ -405,7 +366,7 @@ void define(napi_env env, napi_value exports, const char* name, napi_callback fn
 
 NAPI_MODULE_INIT() {
   define(env, exports, "map", Map);
-  define(env, exports, "mapShared", MapShared);
+  define(env, exports, "populate", Populate);
   define(env, exports, "unmap", Unmap);
   define(env, exports, "sendFile", SendFile);
   define(env, exports, "socketBuffers", SocketBuffers);

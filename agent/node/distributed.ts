@@ -384,10 +384,10 @@ export class Distributed {
       }
       return p;
     }
-    // A mapped transfer (native helpers) fills a file that has its full length from the start:
-    // nobody can follow it as it grows, and readers map it once it is whole instead.
-    const map = loc.size >= MAP_MIN_BYTES && native() !== undefined;
-    const st = onStream && !map ? { fns: [onStream] as Array<(l: StoredLoc) => void>, loc: undefined as StoredLoc | undefined } : undefined;
+    // With the native helpers readers map the copy once it is whole (free) rather than copy it
+    // while it lands (into fresh memory, ~1 GB/s): no streaming then.
+    const mapped = loc.size >= MAP_MIN_BYTES && native() !== undefined;
+    const st = onStream && !mapped ? { fns: [onStream] as Array<(l: StoredLoc) => void>, loc: undefined as StoredLoc | undefined } : undefined;
     if (st) this.streaming.set(id, st);
     p = (async () => {
       const file = path.join(this.agent.store.dir, id.replace(/[^A-Za-z0-9._-]/g, "_"));
@@ -398,9 +398,15 @@ export class Distributed {
             for (const f of st.fns.splice(0)) f(st.loc);
           }
         : undefined;
-      // On failure fetchObject removes the file (a parked one taken for it too).
-      const mapping = rc && map ? this.agent.store.takeWarmMapping(rc) : undefined;
-      await this.fetchObject(loc, id, file, !!rc, started, map, mapping);
+      // A warm file the store keeps mapped: the socket is read straight into its pages.
+      const mapping = rc && mapped ? this.agent.store.takeWarmMapping(rc) : undefined;
+      const ended = this.agent.store.transferStarted();
+      try {
+        // On failure fetchObject removes the file (a parked one taken for it too).
+        await this.fetchObject(loc, id, file, !!rc, started, mapping);
+      } finally {
+        ended();
+      }
       const local: StoredLoc = { ...loc, path: file, node: this.selfId, rc };
       if (!rc) delete local.rc;
       this.copies.set(id, local);
@@ -424,14 +430,13 @@ export class Distributed {
    * peer port, cluster token required), written to our store as it arrives (fetchInto in
    * transfer.ts). TCP gives the back-pressure; nothing is re-encoded on the way.
    */
-  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart: (() => void) | undefined, map: boolean, mapping?: ArrayBuffer): Promise<void> {
+  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart: (() => void) | undefined, mapping?: ArrayBuffer): Promise<void> {
     const n = this.view.get(loc.node);
     if (!n || !n.alive) return Promise.reject(new Error(`node ${loc.node.slice(0, 8)} holding it is not alive`));
     return fetchInto({
       host: n.ip,
       port: n.port,
       unixPath: sameHostSocket(this.self(), n),
-      map,
       mapping,
       path: `/object/${encodeURIComponent(id)}`,
       token: this.token,
@@ -485,7 +490,13 @@ export class Distributed {
     this.agent.store.touch(id);
     try {
       // its current path: a spill moves it and updates loc
-      serveObjectFile(req, res, loc.path, loc.size, FETCH_STALL_MS, () => {});
+      const ended = this.agent.store.transferStarted();
+      try {
+        serveObjectFile(req, res, loc.path, loc.size, FETCH_STALL_MS, ended);
+      } catch (e) {
+        ended();
+        throw e;
+      }
     } catch (e) {
       res.writeHead(404).end(`object ${id} could not be opened on node ${this.agent.opts.nodeName}: ${(e as Error).message}\n`);
     }

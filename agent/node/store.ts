@@ -9,6 +9,10 @@ import { FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../..
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
 const PREFAULT_MIN_BYTES = 8 * 1024 * 1024;
+/** Warming ahead faults pages in this many bytes at a time (a few ms each). */
+const WARM_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Warming ahead waits until no transfer has run for this long. */
+const QUIET_MS = 30;
 /** Warm files kept ready per size class. */
 const WARM_PER_CLASS = 2;
 /** Pre-faulting writes zeros from this buffer (allocated once, on first use). */
@@ -147,19 +151,17 @@ export class ObjectStore {
       this.wanted.clear();
       if (ok && !this.destroyed) this.prefault(next ?? cls);
     };
-    const nat = native();
-    if (nat) {
+    if (native()) {
       // Populating a shared mapping allocates the file's pages (the kernel zeroes them) and
       // leaves them mapped here, ready for a transfer from another node to land in (see
-      // takeWarmMapping); on a thread of lowest CPU priority, so warming ahead never slows
-      // a transfer or a task that wants the cores now.
+      // takeWarmMapping).
       try {
         fs.closeSync(fs.openSync(tmp, "w", 0o600));
         fs.truncateSync(tmp, cls);
       } catch {
         return done(false);
       }
-      nat.mapShared(tmp, cls, (err, ab) => done(!err, ab), true);
+      this.warmUp(tmp, cls, (ab) => done(!!ab, ab));
       return;
     }
     fs.open(tmp, "w", 0o600, (err, fd) => {
@@ -172,10 +174,80 @@ export class ObjectStore {
         const n = Math.min(z.length, cls - off);
         const at = off;
         off += n;
-        fs.write(fd, z, 0, n, at, (we) => step(we));
+        this.whenQuiet(() => fs.write(fd, z, 0, n, at, (we) => step(we)));
       };
       step(null);
     });
+  }
+
+  /**
+   * Map a file shared and fault its pages in, WARM_CHUNK_BYTES at a time on the thread pool,
+   * each chunk only while no transfer runs here (whenQuiet): warming ahead is work for idle
+   * moments, and populating 100 MB of fresh pages in one go took cores and memory bandwidth
+   * from the very transfers it prepares for. Calls back with the mapping, or undefined.
+   */
+  private warmUp(file: string, size: number, cb: (ab: ArrayBuffer | undefined) => void): void {
+    const nat = native()!;
+    let ab: ArrayBuffer;
+    try {
+      ab = nat.map(file, size, 1);
+    } catch {
+      return cb(undefined);
+    }
+    let off = 0;
+    const step = (err?: Error | null) => {
+      if (err || this.destroyed) {
+        nat.unmap(ab, true);
+        return cb(undefined);
+      }
+      if (off >= size) return cb(ab);
+      const n = Math.min(WARM_CHUNK_BYTES, size - off);
+      const at = off;
+      off += n;
+      this.whenQuiet(() => nat.populate(ab, at, n, step));
+    };
+    step();
+  }
+
+  /** Transfers into or out of this store now running (warming ahead waits for none). */
+  private transfers = 0;
+  private readonly quietWaiters: Array<() => void> = [];
+
+  private lastTransferEnd = 0;
+  private quietTimer?: NodeJS.Timeout;
+
+  /** A transfer starts; call what this returns when it ends (once; more calls do nothing). */
+  transferStarted(): () => void {
+    this.transfers++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.lastTransferEnd = Date.now();
+      if (--this.transfers === 0) this.wakeQuiet();
+    };
+  }
+
+  /**
+   * Run `f` once no transfer has run here for QUIET_MS: right after one, the reader it was
+   * for wants the cores (and transfers come in bursts).
+   */
+  private whenQuiet(f: () => void): void {
+    if (this.destroyed || (this.transfers === 0 && Date.now() - this.lastTransferEnd >= QUIET_MS)) return f();
+    this.quietWaiters.push(f);
+    if (this.transfers === 0) this.wakeQuiet();
+  }
+
+  private wakeQuiet(): void {
+    if (this.quietTimer) return;
+    const wait = Math.max(0, this.lastTransferEnd + QUIET_MS - Date.now());
+    this.quietTimer = setTimeout(() => {
+      this.quietTimer = undefined;
+      if (this.transfers > 0) return; // the next one's end wakes them
+      if (Date.now() - this.lastTransferEnd < QUIET_MS) return this.wakeQuiet();
+      for (const f of this.quietWaiters.splice(0)) f();
+    }, wait);
+    this.quietTimer.unref();
   }
   prefaultCount = 0;
   private destroyed = false;
@@ -250,16 +322,11 @@ export class ObjectStore {
   private mapAhead(name: string, size: number): void {
     const nat = native();
     if (!nat || size < PREFAULT_MIN_BYTES) return;
-    nat.mapShared(
-      path.join(this.dir, FREE_DIR, name),
-      size,
-      (err, ab) => {
-        if (err) return; // taken meanwhile: it maps nothing
-        if (this.parked.has(name) && !this.destroyed) this.warmMaps.set(name, ab);
-        else nat.unmap(ab, true);
-      },
-      true,
-    );
+    this.warmUp(path.join(this.dir, FREE_DIR, name), size, (ab) => {
+      if (!ab) return; // taken meanwhile: it maps nothing
+      if (this.parked.has(name) && !this.destroyed) this.warmMaps.set(name, ab);
+      else nat.unmap(ab, true);
+    });
   }
 
   /** Give parked pages back to the system (the store needs the memory for live objects). */
@@ -301,6 +368,8 @@ export class ObjectStore {
   /** Remove every file: the agent is going away. */
   destroy(): void {
     this.destroyed = true;
+    if (this.quietTimer) clearTimeout(this.quietTimer);
+    for (const f of this.quietWaiters.splice(0)) f();
     for (const name of [...this.warmMaps.keys()]) this.dropWarmMapping(name);
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.rmSync(this.spillDir, { recursive: true, force: true });

@@ -41,15 +41,14 @@ export interface FetchSpec {
   /** Give up when nothing arrives for this long. */
   stallMs: number;
   /**
-   * Runs once the file exists and the body flows (the status was 200). Not with `map`: a
+   * Runs once the file exists and the body flows (the status was 200). Not with `mapping`: a
    * mapped file has its full length from the start, so its length says nothing of progress.
    */
   onStart?: () => void;
-  /** Receive into a mapping of the file (native helpers required; see the top of this file). */
-  map?: boolean;
   /**
-   * With `map`: the reused file's mapping, made ahead by the store (pages already populated);
-   * fetchInto owns it from here and unmaps it. Without it the file is mapped on connect.
+   * The reused file's shared mapping, made and populated ahead by the store (native helpers):
+   * the socket is read straight into it (see the top of this file). fetchInto owns it from
+   * here and unmaps it.
    */
   mapping?: ArrayBuffer;
   /** The holder's name, for messages. */
@@ -62,36 +61,28 @@ const MAX_HEAD_BYTES = 16 * 1024;
 const BULK_SOCKET_BYTES = 4 * 1024 * 1024;
 /** Most bytes one read may land in a mapped destination. */
 const MAP_READ_BYTES = 4 * 1024 * 1024;
-/** Bytes kept aside while the destination is being mapped, before reading pauses. */
-const EARLY_MAX_BYTES = 8 * 1024 * 1024;
 
 export function fetchInto(spec: FetchSpec): Promise<void> {
   const { file, size } = spec;
-  const nat = spec.map ? native() : undefined;
-  if (spec.map && !nat) return Promise.reject(new Error("bug: a mapped transfer without the native helpers"));
-  if (spec.mapping && (!nat || spec.mapping.byteLength < size)) return Promise.reject(new Error("bug: a premade mapping that cannot take the object"));
+  const nat = native();
+  if (spec.mapping && (!nat || !spec.reuse || spec.mapping.byteLength < size)) {
+    return Promise.reject(new Error("bug: a premade mapping that cannot take the object"));
+  }
   return new Promise<void>((resolve, reject) => {
     let fd: number | undefined;
     let settled = false;
     let head: Buffer | undefined = Buffer.alloc(0); // response head until its blank line
     let pos = 0;
     const scratch = Buffer.allocUnsafe(READ_BYTES);
-    // The mapped destination (nat only): made on the thread pool once the request is on its way
-    // (populating 100 MB of fresh pages takes 30 ms and more: never on the agent's loop), so it
-    // overlaps the holder's first bytes. Bytes that come before it are kept aside (`early`), and
-    // reading pauses when they pass EARLY_MAX_BYTES.
-    let mapped: ArrayBuffer | undefined;
-    let dest: Uint8Array | undefined;
-    let created = false;
-    let early: Array<{ at: number; bytes: Buffer }> = [];
-    let earlyBytes = 0;
-    let paused = false;
+    // With a premade mapping, reads land in the file's pages (buffer() below); bytes read
+    // together with the response head are copied in.
+    let mapped = spec.mapping;
+    const dest = mapped && new Uint8Array(mapped, 0, size);
     const unmap = () => {
       if (!mapped) return;
-      const ab = mapped;
-      mapped = dest = undefined;
       // Unmapping 100 MB takes ~5 ms: on a thread of its own.
-      nat!.unmap(ab, true);
+      nat!.unmap(mapped, true);
+      mapped = undefined;
     };
     const closeFd = () => {
       if (fd === undefined) return;
@@ -105,7 +96,7 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
-      const opened = fd !== undefined || created;
+      const opened = fd !== undefined;
       closeFd();
       unmap();
       if (opened || spec.reuse) {
@@ -122,39 +113,21 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       if (end <= start) return;
       if (pos + (end - start) > size) return fail(new Error(`node ${spec.peer} sent more than the ${size} bytes of the object`));
       if (dest) {
-        // Reads land in the mapping (buffer() below) but for the first bytes, read with the head.
         if (buf === scratch) dest.set(scratch.subarray(start, end), pos);
-      } else if (nat) {
-        early.push({ at: pos, bytes: Buffer.from(buf.subarray(start, end)) });
-        earlyBytes += end - start;
-        if (earlyBytes >= EARLY_MAX_BYTES) paused = true;
       } else {
         let o = start;
         while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
       }
       pos += end - start;
-      if (pos === size && (!nat || dest)) finish();
-    };
-    const finish = () => {
-      settled = true;
-      if (mapped) unmap();
-      // A reused file may be longer: cut it, so no byte of its previous object stays readable.
-      else if (spec.reuse) fs.ftruncateSync(fd!, size);
-      closeFd();
-      socket.destroy();
-      resolve();
-    };
-    /** The destination's mapping is here: land what came early, then read into it. */
-    const attach = (ab: ArrayBuffer) => {
-      mapped = ab;
-      dest = new Uint8Array(ab, 0, size);
-      for (const e of early) dest.set(e.bytes, e.at);
-      early = [];
-      earlyBytes = 0;
-      if (pos === size) return finish();
-      if (paused) {
-        paused = false;
-        socket.resume();
+      if (pos === size) {
+        settled = true;
+        unmap();
+        // A reused file may be longer: cut it, so no byte of its previous object stays readable
+        // (a mapped one was cut when it was opened).
+        if (spec.reuse && !dest) fs.ftruncateSync(fd!, size);
+        closeFd();
+        socket.destroy();
+        resolve();
       }
     };
     const onHead = (buf: Buffer, n: number): number | undefined => {
@@ -178,33 +151,16 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       // The rest of what was read is already body: it starts at end + 4 in `head`.
       const already = head.length - (end + 4);
       head = undefined;
-      if (!nat) {
-        fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
-        spec.onStart?.();
-      }
+      fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+      // A mapped file is cut to size now: its pages past the object are never written.
+      if (dest) fs.ftruncateSync(fd, size);
+      else spec.onStart?.();
       return n - already;
-    };
-    /** The destination file at its final length, mapped shared and writable, pages populated. */
-    const openMapped = () => {
-      const f = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
-      created = true;
-      try {
-        // A reused file may be longer: cut it first, so no byte of its previous object stays.
-        fs.ftruncateSync(f, size);
-      } finally {
-        fs.closeSync(f);
-      }
-      if (spec.mapping) return attach(spec.mapping);
-      nat!.mapShared(file, size, (err, ab) => {
-        if (settled) return ab && nat!.unmap(ab);
-        if (err) return fail(new Error(`could not map ${file} for the object: ${err.message}`));
-        attach(ab);
-      });
     };
     const socket = net.connect({
       ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
       onread: {
-        // Once the head is read and the file mapped, reads land in the file's pages directly.
+        // Once the head is read, reads land in the mapped file's pages directly.
         buffer: () => (dest && !head && !settled ? dest.subarray(pos, Math.min(size, pos + MAP_READ_BYTES)) : scratch),
         callback: (n: number, buf: Uint8Array) => {
           if (settled) return false;
@@ -220,7 +176,7 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
           } catch (e) {
             fail(e as Error);
           }
-          return !settled && !paused;
+          return !settled;
         },
       },
     });
@@ -228,22 +184,11 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     socket.setTimeout(spec.stallMs, () => fail(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${pos} of ${size} bytes arrived)`)));
     socket.on("connect", () => {
       socket.write(`GET ${spec.path} HTTP/1.1\r\nhost: ${spec.host}:${spec.port}\r\nauthorization: Bearer ${spec.token}\r\nconnection: close\r\n\r\n`);
-      if (!nat) return;
-      const sfd = socketFd(socket);
-      if (sfd !== undefined) nat.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
-      // Populate the destination while the request travels and the holder starts sending.
-      try {
-        openMapped();
-      } catch (e) {
-        fail(new Error(`could not map ${file} for the object: ${(e as Error).message}`));
-      }
+      const sfd = nat ? socketFd(socket) : undefined;
+      if (sfd !== undefined) nat!.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
     });
     socket.on("error", (e) => fail(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
-    socket.on("close", () => {
-      // Every byte came before the destination was mapped: attach() finishes when it is.
-      if (pos === size && nat && !dest && !settled) return;
-      fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`));
-    });
+    socket.on("close", () => fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`)));
   });
 }
 

@@ -8,10 +8,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export interface NativeHelpers {
-  /** mode 0: private copy-on-write, lazy (readers); 1: shared, writable, populated (a transfer's destination). */
+  /** Map a file lazily. mode 0: private copy-on-write (readers); 1: shared and writable (a transfer's destination). */
   map(file: string, size: number, mode: 0 | 1, pin?: string): ArrayBuffer;
-  /** map(file, size, 1) on the thread pool, or with `background` on a thread of lowest CPU priority. */
-  mapShared(file: string, size: number, cb: (err: Error | null, ab: ArrayBuffer) => void, background?: boolean): void;
+  /** Fault in [offset, offset + length) of a live shared mapping, on the thread pool. */
+  populate(ab: ArrayBuffer, offset: number, length: number, cb: (err: Error | null) => void): void;
   /** Unmap now (detaches the ArrayBuffer); a no-op for one that is not a live mapping. */
   unmap(ab: ArrayBuffer, inBackground?: boolean): void;
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;

@@ -72,25 +72,28 @@ describe("native helpers", () => {
     nat!.unmap(ab); // twice: a no-op
   });
 
-  it("a shared mapping (a transfer's destination) writes through to the file", { skip }, () => {
+  it("a shared mapping (a transfer's destination) writes through to the file; populate faults a slice in", { skip }, async () => {
     const f = path.join(root, "m1");
     fs.writeFileSync(f, Buffer.alloc(2 * MiB));
     const ab = nat!.map(f, 2 * MiB, 1);
+    await new Promise<void>((res, rej) => nat!.populate(ab, MiB, MiB, (e) => (e ? rej(e) : res())));
     const data = pattern(2 * MiB, 7);
     new Uint8Array(ab).set(data);
+    assert.throws(() => nat!.populate(ab, MiB, 2 * MiB, () => {}), TypeError, "a slice past the end");
     nat!.unmap(ab);
+    assert.throws(() => nat!.populate(ab, 0, MiB, () => {}), /not a live mapping|within the buffer/);
     assert.ok(fs.readFileSync(f).equals(data));
   });
 
-  it("mapShared maps on the thread pool; a missing file is an error, not a crash", { skip }, async () => {
+  it("a missing file is an error with code ENOENT, bad arguments a TypeError, not a crash", { skip }, () => {
     const f = path.join(root, "m2");
     fs.writeFileSync(f, pattern(MiB, 3));
-    const ab = await new Promise<ArrayBuffer>((res, rej) => nat!.mapShared(f, MiB, (e, a) => (e ? rej(e) : res(a))));
-    assert.ok(Buffer.from(ab).equals(pattern(MiB, 3)));
-    nat!.unmap(ab);
-    await assert.rejects(new Promise((res, rej) => nat!.mapShared(path.join(root, "nope"), MiB, (e, a) => (e ? rej(e) : res(a)))), /nope: No such file/);
     assert.throws(() => nat!.map(path.join(root, "nope"), MiB, 0), (e: any) => e.code === "ENOENT");
     assert.throws(() => nat!.map(f, 0, 0), TypeError);
+    assert.throws(() => (nat as any).sendFile(-1, f, 0, 1, 0, () => {}), TypeError);
+    const ab = nat!.map(f, MiB, 1);
+    nat!.unmap(ab, true); // in the background: detached at once
+    assert.equal(ab.byteLength, 0);
   });
 
   it("sendFile streams a file into a socket; a file shorter than promised and a peer that leaves are errors", { skip }, async () => {
@@ -223,10 +226,17 @@ describe("object transfer with the native helpers", () => {
   const nat = native();
   const skip = nat ? false : "native helpers not built here";
   const spec = (port: number, file: string, size: number, extra: Partial<Parameters<typeof fetchInto>[0]> = {}) => ({
-    host: "127.0.0.1", port, path: "/object/x", token: "tok", file, size, reuse: false, stallMs: 5000, peer: "A", map: true, ...extra,
+    host: "127.0.0.1", port, path: "/object/x", token: "tok", file, size, reuse: false, stallMs: 5000, peer: "A", ...extra,
   });
 
-  it("lands the object whole in a mapped file, over TCP and over a Unix socket; the holder's pin goes after", { skip }, async () => {
+  /** A parked-style file of `size` bytes of 0xee, and its shared mapping (as the store keeps it). */
+  const warmFile = (name: string, size: number) => {
+    const file = path.join(root, name);
+    fs.writeFileSync(file, Buffer.alloc(size, 0xee));
+    return { file, mapping: nat!.map(file, size, 1) };
+  };
+
+  it("sendfile at the holder, into a premade mapping or a plain file, over TCP and a Unix socket: every byte lands; the holder's pin goes after", { skip }, async () => {
     const s = freshStore();
     const src = path.join(s.dir, "src");
     const body = pattern(13 * MiB + 77, 21);
@@ -234,35 +244,30 @@ describe("object transfer with the native helpers", () => {
     const sock = path.join(root, "obj.sock");
     for (const at of [0, sock] as const) {
       const srv = await objectServer(src, body.length, at);
-      const file = path.join(root, `dst-${typeof at}`);
-      await fetchInto(spec(srv.port, file, body.length, typeof at === "string" ? { unixPath: at } : {}));
-      assert.ok(fs.readFileSync(file).equals(body), `bytes differ (${typeof at === "string" ? "unix" : "tcp"})`);
-      await until(() => srv.sent.length === 1, "the send to end");
-      assert.equal(srv.sent[0], undefined);
+      const where = typeof at === "string" ? { unixPath: at } : {};
+      const w = warmFile(`dst-${typeof at}`, 16 * MiB);
+      await fetchInto(spec(srv.port, w.file, body.length, { ...where, reuse: true, mapping: w.mapping }));
+      assert.equal(fs.statSync(w.file).size, body.length, "a reused file is cut to the object's size");
+      assert.ok(fs.readFileSync(w.file).equals(body), `bytes differ (${typeof at === "string" ? "unix" : "tcp"}, mapped)`);
+      await until(() => w.mapping.byteLength === 0, "the mapping to be unmapped");
+      const plain = path.join(root, `plain-${typeof at}`);
+      await fetchInto(spec(srv.port, plain, body.length, where));
+      assert.ok(fs.readFileSync(plain).equals(body), "bytes differ (plain file)");
+      await until(() => srv.sent.length === 2, "both sends to end");
+      assert.deepEqual(srv.sent, [undefined, undefined]);
       assert.deepEqual(pins(s.dir), [], "the holder's pin stayed");
       srv.close();
     }
     s.destroy();
   });
 
-  it("into a reused longer file, with or without the store's premade mapping: cut to size, nothing of the old object left", { skip }, async () => {
-    const src = path.join(root, "src2");
-    const body = pattern(5 * MiB + 3, 4);
-    fs.writeFileSync(src, body);
-    const srv = await objectServer(src, body.length, 0);
-    for (const premade of [false, true]) {
-      const file = path.join(root, `reuse-${premade}`);
-      fs.writeFileSync(file, Buffer.alloc(8 * MiB, 0xee));
-      const mapping = premade ? nat!.map(file, 8 * MiB, 1) : undefined;
-      await fetchInto(spec(srv.port, file, body.length, { reuse: true, mapping }));
-      assert.equal(fs.statSync(file).size, body.length);
-      assert.ok(fs.readFileSync(file).equals(body));
-      if (mapping) await until(() => mapping.byteLength === 0, "the premade mapping to be unmapped");
-    }
-    srv.close();
+  it("a premade mapping that cannot take the object is refused (a bug), not written past", { skip }, async () => {
+    const w = warmFile("small", MiB);
+    await assert.rejects(fetchInto(spec(1, w.file, 2 * MiB, { reuse: true, mapping: w.mapping })), /bug: a premade mapping/);
+    nat!.unmap(w.mapping);
   });
 
-  it("a cut transfer, a wrong token or a wrong size remove the mapped file and fail with a sentence", { skip }, async () => {
+  it("a cut transfer, a wrong token or a wrong size into a mapped file remove it and fail with a sentence", { skip }, async () => {
     const body = pattern(4 * MiB, 9);
     const cutter = http.createServer((req, res) => {
       res.writeHead(200, { "content-length": String(req.url === "/object/size" ? body.length + 1 : body.length) });
@@ -271,17 +276,19 @@ describe("object transfer with the native helpers", () => {
     });
     await new Promise<void>((r) => cutter.listen(0, "127.0.0.1", r));
     const port = (cutter.address() as net.AddressInfo).port;
-    const file = path.join(root, "cut");
-    await assert.rejects(fetchInto(spec(port, file, body.length)), /cut after \d+ of 4194304 bytes/);
-    assert.equal(fs.existsSync(file), false, "half an object was left in the store");
-    await assert.rejects(fetchInto(spec(port, file, body.length, { path: "/object/size" })), /announced 4194305 bytes/);
-    assert.equal(fs.existsSync(file), false);
+    let w = warmFile("cut", 5 * MiB);
+    await assert.rejects(fetchInto(spec(port, w.file, body.length, { reuse: true, mapping: w.mapping })), /cut after \d+ of 4194304 bytes/);
+    assert.equal(fs.existsSync(w.file), false, "half an object was left in the store");
+    w = warmFile("cut", 5 * MiB);
+    await assert.rejects(fetchInto(spec(port, w.file, body.length, { path: "/object/size", reuse: true, mapping: w.mapping })), /announced 4194305 bytes/);
+    assert.equal(fs.existsSync(w.file), false);
     cutter.close();
     const src = path.join(root, "src3");
     fs.writeFileSync(src, body);
     const srv = await objectServer(src, body.length, 0);
-    await assert.rejects(fetchInto(spec(srv.port, file, body.length, { token: "wrong" })), /answered 401/);
-    assert.equal(fs.existsSync(file), false);
+    w = warmFile("cut", 5 * MiB);
+    await assert.rejects(fetchInto(spec(srv.port, w.file, body.length, { token: "wrong", reuse: true, mapping: w.mapping })), /answered 401/);
+    assert.equal(fs.existsSync(w.file), false);
     srv.close();
   });
 
