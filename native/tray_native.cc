@@ -18,6 +18,9 @@
 //   sendFile(fd, path, offset, length, stallMs, callback(err, sent))
 //       the file's bytes into a connected socket with sendfile(2) on libuv's thread pool:
 //       the kernel moves page-cache pages into the socket, no copy through JavaScript memory
+//   recvInto(fd, arrayBuffer, offset, length, stallMs, callback(err, got))
+//       exactly `length` bytes of a socket into a buffer (a mapped store file), on the thread
+//       pool: a transfer split in ranges is received by several cores at once
 //   socketBuffers(fd, sndbuf, rcvbuf)
 //       larger socket buffers for bulk transfers (fewer wake-ups per 100 MB)
 #include <node_api.h>
@@ -248,6 +251,32 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// After a socket call on a non-blocking socket failed: 0 to try again (EINTR, or the socket is
+// ready after waiting for `events`), else the errno to give up with.
+int retryOrFail(int sock, short events, int stallMs, short fatal) {
+  if (errno == EINTR) return 0;
+  if (errno != EAGAIN) return errno;
+  struct pollfd p = {sock, events, 0};
+  int r = poll(&p, 1, stallMs);
+  if (r == 0) return ETIMEDOUT;
+  if (r < 0) return errno == EINTR ? 0 : errno;
+  return (p.revents & fatal) ? EPIPE : 0;
+}
+
+// A callback's first argument: null, or an Error with the errno's text and a code JavaScript
+// can tell apart (ENOENT, ETIMEDOUT, EPIPE: the peer closed or reset; EIO: anything else).
+void errorOrNull(napi_env env, int err, napi_value* out) {
+  if (!err) {
+    napi_get_null(env, out);
+    return;
+  }
+  const char* code = err == ENOENT ? "ENOENT" : err == ETIMEDOUT ? "ETIMEDOUT" : err == EPIPE || err == ECONNRESET ? "EPIPE" : "EIO";
+  napi_value msg, c;
+  napi_create_string_utf8(env, err == EPIPE ? "the peer closed the connection" : strerror(err), NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
+  napi_create_error(env, c, msg, out);
+}
+
 struct SendWork {
   napi_async_work work;
   napi_ref callback;
@@ -278,24 +307,9 @@ void sendExecute(napi_env, void* data) {
       w->err = EIO;
       break;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) {
-      w->err = errno;
-      break;
-    }
     // Node keeps its sockets non-blocking: wait until the peer has read some.
-    struct pollfd p = {w->sock, POLLOUT, 0};
-    int r = poll(&p, 1, w->stallMs);
-    if (r == 0) {
-      w->err = ETIMEDOUT;
-      break;
-    }
-    if (r < 0 && errno != EINTR) {
-      w->err = errno;
-      break;
-    }
-    if (r > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL))) {
-      w->err = EPIPE;
+    if (int e = retryOrFail(w->sock, POLLOUT, w->stallMs, POLLERR | POLLHUP | POLLNVAL)) {
+      w->err = e;
       break;
     }
   }
@@ -306,14 +320,7 @@ void sendComplete(napi_env env, napi_status, void* data) {
   SendWork* w = static_cast<SendWork*>(data);
   close(w->sock);
   napi_value args[2];
-  if (w->err) {
-    napi_value msg, code;
-    napi_create_string_utf8(env, strerror(w->err), NAPI_AUTO_LENGTH, &msg);
-    napi_create_string_utf8(env, w->err == ENOENT ? "ENOENT" : w->err == ETIMEDOUT ? "ETIMEDOUT" : "EIO", NAPI_AUTO_LENGTH, &code);
-    napi_create_error(env, code, msg, &args[0]);
-  } else {
-    napi_get_null(env, &args[0]);
-  }
+  errorOrNull(env, w->err, &args[0]);
   napi_create_double(env, static_cast<double>(w->sent), &args[1]);
   callBack(env, w, args);
 }
@@ -337,6 +344,75 @@ napi_value SendFile(napi_env env, napi_callback_info info) {
   if (own < 0) return throwErrno(env, "dup", errno);
   SendWork* w = new SendWork{nullptr, nullptr, own, file, static_cast<int64_t>(offset), static_cast<int64_t>(length), 0, stall > 0 ? stall : 30000, 0};
   queueWork(env, w, argv[5], "tray.sendFile", sendExecute, sendComplete);
+  return nullptr;
+}
+
+struct RecvWork {
+  napi_async_work work;
+  napi_ref callback;
+  napi_ref buffer;  // keeps the destination alive until we are done with it
+  int sock;         // our own dup of the socket, as in SendWork
+  char* dest;
+  int64_t length;
+  int64_t got;
+  int stallMs;
+  int err;
+};
+
+void recvExecute(napi_env, void* data) {
+  RecvWork* w = static_cast<RecvWork*>(data);
+  while (w->got < w->length) {
+    ssize_t n = read(w->sock, w->dest + w->got, static_cast<size_t>(w->length - w->got));
+    if (n > 0) {
+      w->got += n;
+      continue;
+    }
+    if (n == 0) {  // the peer closed before the whole range came
+      w->err = EPIPE;
+      break;
+    }
+    if (int e = retryOrFail(w->sock, POLLIN, w->stallMs, POLLERR | POLLNVAL)) {
+      w->err = e;
+      break;
+    }
+  }
+}
+
+void recvComplete(napi_env env, napi_status, void* data) {
+  RecvWork* w = static_cast<RecvWork*>(data);
+  close(w->sock);
+  napi_delete_reference(env, w->buffer);
+  napi_value args[2];
+  errorOrNull(env, w->err, &args[0]);
+  napi_create_double(env, static_cast<double>(w->got), &args[1]);
+  callBack(env, w, args);
+}
+
+// recvInto(fd, arrayBuffer, offset, length, stallMs, callback(err, got)): read exactly `length`
+// bytes of a connected socket into the buffer at `offset`, on the thread pool. The caller has
+// stopped Node's own reading of that socket and keeps the buffer mapped until the callback.
+napi_value RecvInto(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t sock = -1, stall = 0;
+  double offset = 0, length = 0;
+  void* data = nullptr;
+  size_t len = 0;
+  napi_valuetype cbType = napi_undefined;
+  if (argc == 6) napi_typeof(env, argv[5], &cbType);
+  if (argc < 6 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok ||
+      napi_get_value_double(env, argv[2], &offset) != napi_ok || napi_get_value_double(env, argv[3], &length) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &stall) != napi_ok || cbType != napi_function || sock < 0 || offset < 0 || length < 0 ||
+      offset + length > static_cast<double>(len)) {
+    napi_throw_type_error(env, nullptr, "recvInto(fd, arrayBuffer, offset, length, stallMs, callback) within the buffer");
+    return nullptr;
+  }
+  int own = dup(sock);
+  if (own < 0) return throwErrno(env, "dup", errno);
+  RecvWork* w = new RecvWork{nullptr, nullptr, nullptr, own, static_cast<char*>(data) + static_cast<size_t>(offset), static_cast<int64_t>(length), 0, stall > 0 ? stall : 30000, 0};
+  napi_create_reference(env, argv[1], 1, &w->buffer);
+  queueWork(env, w, argv[5], "tray.recvInto", recvExecute, recvComplete);
   return nullptr;
 }
 
@@ -369,6 +445,7 @@ NAPI_MODULE_INIT() {
   define(env, exports, "populate", Populate);
   define(env, exports, "unmap", Unmap);
   define(env, exports, "sendFile", SendFile);
+  define(env, exports, "recvInto", RecvInto);
   define(env, exports, "socketBuffers", SocketBuffers);
   return exports;
 }

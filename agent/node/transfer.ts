@@ -59,31 +59,16 @@ const READ_BYTES = 1024 * 1024;
 const MAX_HEAD_BYTES = 16 * 1024;
 /** Socket buffers for bulk transfers: 4 MiB (the usual net.core.[wr]mem_max) instead of ~200 KiB. */
 const BULK_SOCKET_BYTES = 4 * 1024 * 1024;
-/** Most bytes one read may land in a mapped destination. */
-const MAP_READ_BYTES = 4 * 1024 * 1024;
 
 export function fetchInto(spec: FetchSpec): Promise<void> {
+  if (spec.mapping) return fetchMapped(spec);
   const { file, size } = spec;
   const nat = native();
-  if (spec.mapping && (!nat || !spec.reuse || spec.mapping.byteLength < size)) {
-    return Promise.reject(new Error("bug: a premade mapping that cannot take the object"));
-  }
   return new Promise<void>((resolve, reject) => {
     let fd: number | undefined;
     let settled = false;
     let head: Buffer | undefined = Buffer.alloc(0); // response head until its blank line
     let pos = 0;
-    const scratch = Buffer.allocUnsafe(READ_BYTES);
-    // With a premade mapping, reads land in the file's pages (buffer() below); bytes read
-    // together with the response head are copied in.
-    let mapped = spec.mapping;
-    const dest = mapped && new Uint8Array(mapped, 0, size);
-    const unmap = () => {
-      if (!mapped) return;
-      // Unmapping 100 MB takes ~5 ms: on a thread of its own.
-      nat!.unmap(mapped, true);
-      mapped = undefined;
-    };
     const closeFd = () => {
       if (fd === undefined) return;
       try {
@@ -98,7 +83,6 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
       settled = true;
       const opened = fd !== undefined;
       closeFd();
-      unmap();
       if (opened || spec.reuse) {
         try {
           fs.unlinkSync(file);
@@ -112,65 +96,44 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     const body = (buf: Uint8Array, start: number, end: number) => {
       if (end <= start) return;
       if (pos + (end - start) > size) return fail(new Error(`node ${spec.peer} sent more than the ${size} bytes of the object`));
-      if (dest) {
-        if (buf === scratch) dest.set(scratch.subarray(start, end), pos);
-      } else {
-        let o = start;
-        while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
-      }
+      let o = start;
+      while (o < end) o += fs.writeSync(fd!, buf, o, end - o, pos + (o - start));
       pos += end - start;
       if (pos === size) {
         settled = true;
-        unmap();
-        // A reused file may be longer: cut it, so no byte of its previous object stays readable
-        // (a mapped one was cut when it was opened).
-        if (spec.reuse && !dest) fs.ftruncateSync(fd!, size);
+        // A reused file may be longer: cut it, so no byte of its previous object stays readable.
+        if (spec.reuse) fs.ftruncateSync(fd!, size);
         closeFd();
         socket.destroy();
         resolve();
       }
     };
-    const onHead = (buf: Buffer, n: number): number | undefined => {
-      head = Buffer.concat([head!, buf.subarray(0, n)]);
-      const end = head.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (head.length > MAX_HEAD_BYTES) fail(new Error(`node ${spec.peer} sent no valid response`));
-        return undefined;
-      }
-      const lines = head.toString("latin1", 0, end).split("\r\n");
-      const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "")?.[1];
-      const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(":")).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
-      if (status !== "200") {
-        fail(new Error(`node ${spec.peer} answered ${status ?? "garbage"} for ${spec.path}`));
-        return undefined;
-      }
-      if (Number(headers.get("content-length")) !== size) {
-        fail(new Error(`node ${spec.peer} announced ${headers.get("content-length") ?? "no"} bytes for an object of ${size}`));
-        return undefined;
-      }
-      // The rest of what was read is already body: it starts at end + 4 in `head`.
-      const already = head.length - (end + 4);
-      head = undefined;
-      fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
-      // A mapped file is cut to size now: its pages past the object are never written.
-      if (dest) fs.ftruncateSync(fd, size);
-      else spec.onStart?.();
-      return n - already;
-    };
     const socket = net.connect({
       ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
       onread: {
-        // Once the head is read, reads land in the mapped file's pages directly.
-        buffer: () => (dest && !head && !settled ? dest.subarray(pos, Math.min(size, pos + MAP_READ_BYTES)) : scratch),
+        buffer: Buffer.allocUnsafe(READ_BYTES),
         callback: (n: number, buf: Uint8Array) => {
           if (settled) return false;
           const b = buf as Buffer;
           try {
             let start = 0;
             if (head) {
-              const s = onHead(b, n);
-              if (s === undefined) return !settled;
-              start = s;
+              const h = readHead(spec, head, b, n, size, false);
+              if (typeof h === "string") {
+                fail(new Error(h));
+                return false;
+              }
+              if (!h) {
+                head = Buffer.concat([head, b.subarray(0, n)]);
+                return true;
+              }
+              head = undefined;
+              fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+              spec.onStart?.();
+              // What came with the head is already body.
+              const rest = h.rest;
+              if (rest.length) body(rest, 0, rest.length);
+              return !settled;
             }
             body(b, start, n);
           } catch (e) {
@@ -183,13 +146,153 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
     if (!spec.unixPath) socket.setNoDelay(true);
     socket.setTimeout(spec.stallMs, () => fail(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${pos} of ${size} bytes arrived)`)));
     socket.on("connect", () => {
-      socket.write(`GET ${spec.path} HTTP/1.1\r\nhost: ${spec.host}:${spec.port}\r\nauthorization: Bearer ${spec.token}\r\nconnection: close\r\n\r\n`);
+      socket.write(request(spec));
       const sfd = nat ? socketFd(socket) : undefined;
       if (sfd !== undefined) nat!.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
     });
     socket.on("error", (e) => fail(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
     socket.on("close", () => fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`)));
   });
+}
+
+function request(spec: FetchSpec, range?: [number, number]): string {
+  const r = range ? `range: bytes=${range[0]}-${range[0] + range[1] - 1}\r\n` : "";
+  return `GET ${spec.path} HTTP/1.1\r\nhost: ${spec.host}:${spec.port}\r\nauthorization: Bearer ${spec.token}\r\n${r}connection: close\r\n\r\n`;
+}
+
+/**
+ * The response head so far (`before`) plus `n` new bytes: undefined while the blank line has
+ * not come, a sentence when the answer is not the expected one, else the body bytes that came
+ * with it (a copy: the read buffer is reused).
+ */
+function readHead(spec: FetchSpec, before: Buffer, buf: Buffer, n: number, length: number, ranged: boolean): { rest: Buffer } | string | undefined {
+  const all = Buffer.concat([before, buf.subarray(0, n)]);
+  const end = all.indexOf("\r\n\r\n");
+  if (end < 0) return all.length > MAX_HEAD_BYTES ? `node ${spec.peer} sent no valid response` : undefined;
+  const lines = all.toString("latin1", 0, end).split("\r\n");
+  const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "")?.[1];
+  const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(":")).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+  if (status !== (ranged ? "206" : "200")) return `node ${spec.peer} answered ${status ?? "garbage"} for ${spec.path}`;
+  if (Number(headers.get("content-length")) !== length) {
+    return `node ${spec.peer} announced ${headers.get("content-length") ?? "no"} bytes for ${ranged ? "a range" : "an object"} of ${length}`;
+  }
+  const rest = all.subarray(end + 4);
+  if (rest.length > length) return `node ${spec.peer} sent more than the ${length} bytes of the object`;
+  return { rest: Buffer.from(rest) };
+}
+
+/** Objects from this size up are fetched in PARALLEL_RANGES ranges at once (a core each, 2-4). */
+const PARALLEL_MIN_BYTES = 16 * 1024 * 1024;
+const PARALLEL_RANGES = Math.max(2, Math.min(4, os.availableParallelism()));
+
+/**
+ * Into a premade mapping (native helpers): the object in PARALLEL_RANGES ranges over as many
+ * connections, each read by recvInto on the thread pool straight into the file's pages, so
+ * the receiving copies run on several cores while the holder's sendfile copies nothing.
+ * Node reads each response's head, then stops reading that socket. The mapping is unmapped
+ * once every range is done, and on any failure the file is removed.
+ */
+function fetchMapped(spec: FetchSpec): Promise<void> {
+  const { file, size } = spec;
+  const nat = native();
+  const mapping = spec.mapping!;
+  if (!nat || !spec.reuse || mapping.byteLength < size) return Promise.reject(new Error("bug: a premade mapping that cannot take the object"));
+  const drop = (err: Error) => {
+    nat.unmap(mapping, true);
+    fs.rmSync(file, { force: true });
+    return Promise.reject(err);
+  };
+  try {
+    // A reused file may be longer: cut it, so no byte of its previous object stays readable.
+    fs.truncateSync(file, size);
+  } catch (e) {
+    return drop(e as Error);
+  }
+  const parts = size >= PARALLEL_MIN_BYTES ? PARALLEL_RANGES : 1;
+  // Range boundaries on page boundaries: no page is written by two threads.
+  const step = Math.ceil(size / parts / 4096) * 4096;
+  return new Promise<void>((resolve, reject) => {
+    let pending = parts;
+    let failed: Error | undefined;
+    const sockets: net.Socket[] = [];
+    const partDone = (err?: Error) => {
+      if (err && !failed) {
+        failed = err;
+        for (const s of sockets) s.destroy(); // ranges being read natively end when their bytes are in
+      }
+      if (--pending > 0) return;
+      // Every range is done: no thread writes into the mapping any more.
+      if (failed) drop(failed).catch(reject);
+      else {
+        nat.unmap(mapping, true);
+        resolve();
+      }
+    };
+    for (let i = 0; i < parts; i++) {
+      const start = i * step;
+      const length = Math.min(size, start + step) - start;
+      sockets.push(fetchRange(spec, nat, mapping, start, length, parts > 1, partDone));
+    }
+  });
+}
+
+/** One range of fetchMapped; `done` is called exactly once, after its last write into `mapping`. */
+function fetchRange(spec: FetchSpec, nat: NativeHelpers, mapping: ArrayBuffer, start: number, length: number, ranged: boolean, done: (err?: Error) => void): net.Socket {
+  let head = Buffer.alloc(0);
+  let finished = false;
+  let native = false; // recvInto owns the socket's reading
+  let got = 0;
+  const finish = (err?: Error) => {
+    if (finished) return;
+    finished = true;
+    socket.destroy();
+    done(err);
+  };
+  const socket = net.connect({
+    ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
+    onread: {
+      buffer: Buffer.allocUnsafe(64 * 1024),
+      callback: (n: number, buf: Uint8Array) => {
+        if (finished || native) return false;
+        const h = readHead(spec, head, buf as Buffer, n, length, ranged);
+        if (typeof h === "string") {
+          finish(new Error(h));
+          return false;
+        }
+        if (!h) {
+          head = Buffer.concat([head, (buf as Buffer).subarray(0, n)]);
+          return true;
+        }
+        new Uint8Array(mapping, start, length).set(h.rest);
+        got = h.rest.length;
+        if (got === length) {
+          finish();
+          return false;
+        }
+        // Returning false stops Node's reading of this socket; recvInto reads the rest.
+        native = true;
+        socket.setTimeout(0);
+        nat.recvInto(socketFd(socket)!, mapping, start + got, length - got, spec.stallMs, (err, more) => {
+          got += more;
+          if (!err) return finish();
+          const why = err.code === "ETIMEDOUT" ? `sent nothing for ${spec.stallMs / 1000} s` : `was cut`;
+          finish(new Error(`the transfer from node ${spec.peer} ${why} after ${got} of ${length} bytes${ranged ? ` (bytes ${start}- of ${spec.size})` : ""}`));
+        });
+        return false;
+      },
+    },
+  });
+  if (!spec.unixPath) socket.setNoDelay(true);
+  socket.setTimeout(spec.stallMs, () => finish(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${got} of ${length} bytes arrived)`)));
+  socket.on("connect", () => {
+    socket.write(request(spec, ranged ? [start, length] : undefined));
+    const sfd = socketFd(socket);
+    if (sfd !== undefined) nat.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
+  });
+  // While recvInto reads, its own result decides (it holds a dup of the socket).
+  socket.on("error", (e) => native || finish(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
+  socket.on("close", () => native || finish(new Error(`the transfer from node ${spec.peer} was cut after ${got} of ${length} bytes`)));
+  return socket;
 }
 
 const SEND_BYTES = 4 * 1024 * 1024;
@@ -226,13 +329,22 @@ export function sameHostSocket(self: NodeView, peer: NodeView): string | undefin
  * gone, so the caller can answer 404.
  */
 export function serveObjectFile(req: http.IncomingMessage, res: http.ServerResponse, file: string, size: number, stallMs: number, done: (err?: Error) => void): void {
+  const range = parseRange(req.headers.range, size);
+  if (range === null) {
+    res.writeHead(416, { "content-range": `bytes */${size}` }).end(`the range ${req.headers.range} is not within the object's ${size} bytes\n`);
+    return done();
+  }
+  const [offset, length] = range ?? [0, size];
+  const status = range ? `206 Partial Content` : `200 OK`;
+  const headers: Record<string, string> = { "content-type": "application/octet-stream", "content-length": String(length) };
+  if (range) headers["content-range"] = `bytes ${offset}-${offset + length - 1}/${size}`;
   const nat = native();
   const sock = req.socket;
-  const sfd = nat && size > 0 ? socketFd(sock) : undefined;
+  const sfd = nat && length > 0 ? socketFd(sock) : undefined;
   if (!nat || sfd === undefined) {
     const fd = fs.openSync(file, "r");
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(size) });
-    sendFile(res, fd, size, done);
+    res.writeHead(range ? 206 : 200, headers);
+    sendFile(res, fd, length, done, offset);
     return;
   }
   const pinDir = path.join(path.dirname(file), PIN_DIR);
@@ -243,28 +355,36 @@ export function serveObjectFile(req: http.IncomingMessage, res: http.ServerRespo
     fs.linkSync(file, pin);
     src = pin;
   } else fs.accessSync(file, fs.constants.R_OK);
-  sendPinned(nat, sock, sfd, src, size, stallMs, (err) => {
+  // The response head goes through Node (its write callback: on the wire before the body);
+  // the http.ServerResponse is never used, so Node writes nothing after it.
+  const head = `HTTP/1.1 ${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}connection: close\r\n\r\n`;
+  const ended = (err?: Error) => {
     if (pin) fs.unlink(pin, () => {});
     done(err);
+  };
+  sock.write(head, (werr) => {
+    if (werr) return ended(werr);
+    nat.socketBuffers(sfd, BULK_SOCKET_BYTES, 0);
+    nat.sendFile(sfd, src, offset, length, stallMs, (err, sent) => {
+      if (err) {
+        sock.destroy();
+        return ended(new Error(`sending the object stopped after ${sent} of ${length} bytes: ${err.message}`));
+      }
+      sock.end();
+      ended();
+    });
   });
 }
 
-function sendPinned(nat: NativeHelpers, sock: net.Socket, sfd: number, src: string, size: number, stallMs: number, done: (err?: Error) => void): void {
-  // The response head goes through Node (its write callback: on the wire before the body);
-  // the http.ServerResponse is never used, so Node writes nothing after it.
-  const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\nconnection: close\r\n\r\n`;
-  sock.write(head, (werr) => {
-    if (werr) return done(werr);
-    nat.socketBuffers(sfd, BULK_SOCKET_BYTES, 0);
-    nat.sendFile(sfd, src, 0, size, stallMs, (err, sent) => {
-      if (err) {
-        sock.destroy();
-        return done(new Error(`sending the object stopped after ${sent} of ${size} bytes: ${err.message}`));
-      }
-      sock.end();
-      done();
-    });
-  });
+/** `bytes=a-b` within an object of `size` bytes: [offset, length]; undefined without a range; null when invalid. */
+export function parseRange(h: string | undefined, size: number): [number, number] | undefined | null {
+  if (h === undefined) return undefined;
+  const m = /^bytes=(\d+)-(\d+)$/.exec(h.trim());
+  if (!m) return null;
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  if (!(a <= b && b < size)) return null;
+  return [a, b - a + 1];
 }
 
 /**
@@ -273,8 +393,8 @@ function sendPinned(nat: NativeHelpers, sock: net.Socket, sfd: number, src: stri
  * running while the previous chunk goes out: no Buffer allocated per chunk, no stream layer.
  * `done` gets an error when the file is shorter than `size` or the peer went away.
  */
-export function sendFile(res: NodeJS.WritableStream & { destroy(e?: Error): void; on(ev: "close", f: () => void): unknown }, fd: number, size: number, done: (err?: Error) => void): void {
-  const bufs = [Buffer.allocUnsafe(Math.min(SEND_BYTES, size)), Buffer.allocUnsafe(Math.min(SEND_BYTES, size))];
+export function sendFile(res: NodeJS.WritableStream & { destroy(e?: Error): void; on(ev: "close", f: () => void): unknown }, fd: number, size: number, done: (err?: Error) => void, offset = 0): void {
+  const bufs = [Buffer.allocUnsafe(Math.max(1, Math.min(SEND_BYTES, size))), Buffer.allocUnsafe(Math.max(1, Math.min(SEND_BYTES, size)))];
   const free = [true, true];
   let off = 0;
   let reading = false;
@@ -306,10 +426,10 @@ export function sendFile(res: NodeJS.WritableStream & { destroy(e?: Error): void
     const at = off;
     reading = true;
     free[i] = false;
-    fs.read(fd, b, 0, len, at, (err, n) => {
+    fs.read(fd, b, 0, len, offset + at, (err, n) => {
       reading = false;
       if (finished) return;
-      if (err || n !== len) return finish(err ?? new Error(`the object's file holds ${at + n} of ${size} bytes`));
+      if (err || n !== len) return finish(err ?? new Error(`the object's file holds ${offset + at + n} of ${offset + size} bytes`));
       off += n;
       writing++;
       res.write(n === b.length ? b : b.subarray(0, n), (werr?: Error | null) => {

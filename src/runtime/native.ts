@@ -15,6 +15,7 @@ export interface NativeHelpers {
   /** Unmap now (detaches the ArrayBuffer); a no-op for one that is not a live mapping. */
   unmap(ab: ArrayBuffer, inBackground?: boolean): void;
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;
+  recvInto(fd: number, ab: ArrayBuffer, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, got: number) => void): void;
   socketBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
 }
 
