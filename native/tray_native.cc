@@ -162,17 +162,13 @@ void populateExecute(napi_env, void* data) {
   PopulateWork* w = static_cast<PopulateWork*>(data);
 #ifdef MADV_POPULATE_WRITE
   if (madvise(w->ptr, w->len, MADV_POPULATE_WRITE) == 0) return;
-  if (errno != EINVAL) {
-    w->err = errno;
-    return;
-  }
+  // EINVAL: a kernel before 5.14. Nothing else is tried there: touching the pages by hand would
+  // write into a parked file a writer may have taken meanwhile (and fault past its new end);
+  // the pages are then faulted in on first use, as without warming.
+  if (errno != EINVAL) w->err = errno;
+#else
+  (void)w;
 #endif
-  // Kernels before 5.14: touch every page (writing back the byte that is there).
-  const long page = sysconf(_SC_PAGESIZE);
-  for (size_t off = 0; off < w->len; off += static_cast<size_t>(page)) {
-    volatile char* c = w->ptr + off;
-    *c = *c;
-  }
 }
 
 void populateComplete(napi_env env, napi_status, void* data) {
@@ -277,30 +273,34 @@ void errorOrNull(napi_env env, int err, napi_value* out) {
   napi_create_error(env, c, msg, out);
 }
 
-struct SendWork {
+// One socket transfer on the thread pool: sendFile (file -> socket) or recvInto (socket ->
+// buffer). `sock` is our own dup of the socket: it stays valid whatever JavaScript does meanwhile.
+struct SocketWork {
   napi_async_work work;
   napi_ref callback;
-  int sock;  // our own dup of the socket: it stays valid whatever JavaScript does meanwhile
-  std::string file;
+  napi_ref buffer;   // recvInto: keeps the destination alive until we are done with it
+  int sock;
+  std::string file;  // sendFile: the file to send
+  char* dest;        // recvInto: where the bytes go
   int64_t offset;
   int64_t length;
-  int64_t sent;
+  int64_t moved;
   int stallMs;
   int err;
 };
 
 void sendExecute(napi_env, void* data) {
-  SendWork* w = static_cast<SendWork*>(data);
+  SocketWork* w = static_cast<SocketWork*>(data);
   int fd = open(w->file.c_str(), O_RDONLY);
   if (fd < 0) {
     w->err = errno;
     return;
   }
   off_t off = w->offset;
-  while (w->sent < w->length) {
-    ssize_t n = sendfile(w->sock, fd, &off, static_cast<size_t>(w->length - w->sent));
+  while (w->moved < w->length) {
+    ssize_t n = sendfile(w->sock, fd, &off, static_cast<size_t>(w->length - w->moved));
     if (n > 0) {
-      w->sent += n;
+      w->moved += n;
       continue;
     }
     if (n == 0) {  // the file is shorter than promised
@@ -316,55 +316,12 @@ void sendExecute(napi_env, void* data) {
   close(fd);
 }
 
-void sendComplete(napi_env env, napi_status, void* data) {
-  SendWork* w = static_cast<SendWork*>(data);
-  close(w->sock);
-  napi_value args[2];
-  errorOrNull(env, w->err, &args[0]);
-  napi_create_double(env, static_cast<double>(w->sent), &args[1]);
-  callBack(env, w, args);
-}
-
-napi_value SendFile(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t sock = -1, stall = 0;
-  double offset = 0, length = 0;
-  std::string file;
-  napi_valuetype cbType = napi_undefined;
-  if (argc == 6) napi_typeof(env, argv[5], &cbType);
-  if (argc < 6 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || !getString(env, argv[1], &file) ||
-      napi_get_value_double(env, argv[2], &offset) != napi_ok || napi_get_value_double(env, argv[3], &length) != napi_ok ||
-      napi_get_value_int32(env, argv[4], &stall) != napi_ok || cbType != napi_function || sock < 0) {
-    napi_throw_type_error(env, nullptr, "sendFile(fd, path, offset, length, stallMs, callback)");
-    return nullptr;
-  }
-  int own = dup(sock);
-  if (own < 0) return throwErrno(env, "dup", errno);
-  SendWork* w = new SendWork{nullptr, nullptr, own, file, static_cast<int64_t>(offset), static_cast<int64_t>(length), 0, stall > 0 ? stall : 30000, 0};
-  queueWork(env, w, argv[5], "tray.sendFile", sendExecute, sendComplete);
-  return nullptr;
-}
-
-struct RecvWork {
-  napi_async_work work;
-  napi_ref callback;
-  napi_ref buffer;  // keeps the destination alive until we are done with it
-  int sock;         // our own dup of the socket, as in SendWork
-  char* dest;
-  int64_t length;
-  int64_t got;
-  int stallMs;
-  int err;
-};
-
 void recvExecute(napi_env, void* data) {
-  RecvWork* w = static_cast<RecvWork*>(data);
-  while (w->got < w->length) {
-    ssize_t n = read(w->sock, w->dest + w->got, static_cast<size_t>(w->length - w->got));
+  SocketWork* w = static_cast<SocketWork*>(data);
+  while (w->moved < w->length) {
+    ssize_t n = read(w->sock, w->dest + w->moved, static_cast<size_t>(w->length - w->moved));
     if (n > 0) {
-      w->got += n;
+      w->moved += n;
       continue;
     }
     if (n == 0) {  // the peer closed before the whole range came
@@ -378,14 +335,57 @@ void recvExecute(napi_env, void* data) {
   }
 }
 
-void recvComplete(napi_env env, napi_status, void* data) {
-  RecvWork* w = static_cast<RecvWork*>(data);
+void socketComplete(napi_env env, napi_status, void* data) {
+  SocketWork* w = static_cast<SocketWork*>(data);
   close(w->sock);
-  napi_delete_reference(env, w->buffer);
+  if (w->buffer) napi_delete_reference(env, w->buffer);
   napi_value args[2];
   errorOrNull(env, w->err, &args[0]);
-  napi_create_double(env, static_cast<double>(w->got), &args[1]);
+  napi_create_double(env, static_cast<double>(w->moved), &args[1]);
   callBack(env, w, args);
+}
+
+// The arguments sendFile and recvInto share: (fd, <what>, offset, length, stallMs, callback).
+// Fills `w` (with its own dup of the socket) or throws `usage` and returns false.
+bool socketArgs(napi_env env, napi_value argv[6], size_t argc, SocketWork* w, const char* usage) {
+  int32_t sock = -1, stall = 0;
+  double offset = 0, length = 0;
+  napi_valuetype cbType = napi_undefined;
+  if (argc == 6) napi_typeof(env, argv[5], &cbType);
+  if (argc < 6 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_value_double(env, argv[2], &offset) != napi_ok ||
+      napi_get_value_double(env, argv[3], &length) != napi_ok || napi_get_value_int32(env, argv[4], &stall) != napi_ok ||
+      cbType != napi_function || sock < 0 || offset < 0 || length < 0) {
+    napi_throw_type_error(env, nullptr, usage);
+    return false;
+  }
+  w->offset = static_cast<int64_t>(offset);
+  w->length = static_cast<int64_t>(length);
+  w->stallMs = stall > 0 ? stall : 30000;
+  w->sock = dup(sock);
+  if (w->sock < 0) {
+    throwErrno(env, "dup", errno);
+    return false;
+  }
+  return true;
+}
+
+napi_value SendFile(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  const char* usage = "sendFile(fd, path, offset, length, stallMs, callback)";
+  SocketWork* w = new SocketWork{};
+  if (argc < 2 || !getString(env, argv[1], &w->file)) {
+    delete w;
+    napi_throw_type_error(env, nullptr, usage);
+    return nullptr;
+  }
+  if (!socketArgs(env, argv, argc, w, usage)) {
+    delete w;
+    return nullptr;
+  }
+  queueWork(env, w, argv[5], "tray.sendFile", sendExecute, socketComplete);
+  return nullptr;
 }
 
 // recvInto(fd, arrayBuffer, offset, length, stallMs, callback(err, got)): read exactly `length`
@@ -395,24 +395,24 @@ napi_value RecvInto(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t sock = -1, stall = 0;
-  double offset = 0, length = 0;
+  const char* usage = "recvInto(fd, arrayBuffer, offset, length, stallMs, callback) within the buffer";
   void* data = nullptr;
   size_t len = 0;
-  napi_valuetype cbType = napi_undefined;
-  if (argc == 6) napi_typeof(env, argv[5], &cbType);
-  if (argc < 6 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok ||
-      napi_get_value_double(env, argv[2], &offset) != napi_ok || napi_get_value_double(env, argv[3], &length) != napi_ok ||
-      napi_get_value_int32(env, argv[4], &stall) != napi_ok || cbType != napi_function || sock < 0 || offset < 0 || length < 0 ||
-      offset + length > static_cast<double>(len)) {
-    napi_throw_type_error(env, nullptr, "recvInto(fd, arrayBuffer, offset, length, stallMs, callback) within the buffer");
+  double offset = 0, length = 0;
+  // Checked before socketArgs dups the socket: the range must lie within the buffer.
+  if (argc < 6 || napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok || napi_get_value_double(env, argv[2], &offset) != napi_ok ||
+      napi_get_value_double(env, argv[3], &length) != napi_ok || offset + length > static_cast<double>(len)) {
+    napi_throw_type_error(env, nullptr, usage);
     return nullptr;
   }
-  int own = dup(sock);
-  if (own < 0) return throwErrno(env, "dup", errno);
-  RecvWork* w = new RecvWork{nullptr, nullptr, nullptr, own, static_cast<char*>(data) + static_cast<size_t>(offset), static_cast<int64_t>(length), 0, stall > 0 ? stall : 30000, 0};
+  SocketWork* w = new SocketWork{};
+  if (!socketArgs(env, argv, argc, w, usage)) {
+    delete w;
+    return nullptr;
+  }
+  w->dest = static_cast<char*>(data) + w->offset;
   napi_create_reference(env, argv[1], 1, &w->buffer);
-  queueWork(env, w, argv[5], "tray.recvInto", recvExecute, recvComplete);
+  queueWork(env, w, argv[5], "tray.recvInto", recvExecute, socketComplete);
   return nullptr;
 }
 
