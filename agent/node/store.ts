@@ -265,10 +265,8 @@ export class ObjectStore {
   }
 
   private dropWarmMapping(name: string): void {
-    const ab = this.warmMaps.get(name);
-    if (!ab) return;
-    this.warmMaps.delete(name);
-    native()?.unmap(ab, true);
+    const ab = this.takeWarmMapping(name);
+    if (ab) native()?.unmap(ab, true);
   }
 
   /** Mark an object as just used (moves it to the young end). */

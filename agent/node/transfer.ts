@@ -63,7 +63,6 @@ const BULK_SOCKET_BYTES = 4 * 1024 * 1024;
 export function fetchInto(spec: FetchSpec): Promise<void> {
   if (spec.mapping) return fetchMapped(spec);
   const { file, size } = spec;
-  const nat = native();
   return new Promise<void>((resolve, reject) => {
     let fd: number | undefined;
     let settled = false;
@@ -108,48 +107,33 @@ export function fetchInto(spec: FetchSpec): Promise<void> {
         resolve();
       }
     };
-    const socket = net.connect({
-      ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
-      onread: {
-        buffer: Buffer.allocUnsafe(READ_BYTES),
-        callback: (n: number, buf: Uint8Array) => {
-          if (settled) return false;
-          const b = buf as Buffer;
-          try {
-            let start = 0;
-            if (head) {
-              const h = readHead(spec, head, b, n, size, false);
-              if (typeof h === "string") {
-                fail(new Error(h));
-                return false;
-              }
-              if (!h) {
-                head = Buffer.concat([head, b.subarray(0, n)]);
-                return true;
-              }
-              head = undefined;
-              fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
-              spec.onStart?.();
-              // What came with the head is already body.
-              const rest = h.rest;
-              if (rest.length) body(rest, 0, rest.length);
-              return !settled;
-            }
-            body(b, start, n);
-          } catch (e) {
-            fail(e as Error);
+    const socket = connectHolder(spec, {
+      buffer: Buffer.allocUnsafe(READ_BYTES),
+      callback: (n: number, buf: Uint8Array) => {
+        if (settled) return false;
+        try {
+          if (!head) {
+            body(buf, 0, n);
+            return !settled;
           }
-          return !settled;
-        },
+          head = Buffer.concat([head, buf.subarray(0, n)]);
+          const h = readHead(spec, head, size, false);
+          if (typeof h === "string") {
+            fail(new Error(h));
+            return false;
+          }
+          if (!h) return true;
+          head = undefined;
+          fd = fs.openSync(file, spec.reuse ? "r+" : "w", 0o600);
+          spec.onStart?.();
+          body(h.rest, 0, h.rest.length); // what came with the head is already body
+        } catch (e) {
+          fail(e as Error);
+        }
+        return !settled;
       },
     });
-    if (!spec.unixPath) socket.setNoDelay(true);
     socket.setTimeout(spec.stallMs, () => fail(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${pos} of ${size} bytes arrived)`)));
-    socket.on("connect", () => {
-      socket.write(request(spec));
-      const sfd = nat ? socketFd(socket) : undefined;
-      if (sfd !== undefined) nat!.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
-    });
     socket.on("error", (e) => fail(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
     socket.on("close", () => fail(new Error(`the transfer from node ${spec.peer} was cut after ${pos} of ${size} bytes`)));
   });
@@ -161,12 +145,11 @@ function request(spec: FetchSpec, range?: [number, number]): string {
 }
 
 /**
- * The response head so far (`before`) plus `n` new bytes: undefined while the blank line has
- * not come, a sentence when the answer is not the expected one, else the body bytes that came
- * with it (a copy: the read buffer is reused).
+ * The response read so far (`all`, its own copy, not the reused read buffer): undefined while
+ * the head's blank line has not come, a sentence when the answer is not the expected one, else
+ * the body bytes that came with the head.
  */
-function readHead(spec: FetchSpec, before: Buffer, buf: Buffer, n: number, length: number, ranged: boolean): { rest: Buffer } | string | undefined {
-  const all = Buffer.concat([before, buf.subarray(0, n)]);
+function readHead(spec: FetchSpec, all: Buffer, length: number, ranged: boolean): { rest: Buffer } | string | undefined {
   const end = all.indexOf("\r\n\r\n");
   if (end < 0) return all.length > MAX_HEAD_BYTES ? `node ${spec.peer} sent no valid response` : undefined;
   const lines = all.toString("latin1", 0, end).split("\r\n");
@@ -178,7 +161,23 @@ function readHead(spec: FetchSpec, before: Buffer, buf: Buffer, n: number, lengt
   }
   const rest = all.subarray(end + 4);
   if (rest.length > length) return `node ${spec.peer} sent more than the ${length} bytes of the object`;
-  return { rest: Buffer.from(rest) };
+  return { rest };
+}
+
+/**
+ * A connection to the holder (its Unix object socket or host:port) that asks for the object,
+ * or a range of it, and raises the receive buffer for the bulk that follows.
+ */
+function connectHolder(spec: FetchSpec, onread: net.OnReadOpts, range?: [number, number]): net.Socket {
+  const nat = native();
+  const socket = net.connect({ ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }), onread });
+  if (!spec.unixPath) socket.setNoDelay(true);
+  socket.on("connect", () => {
+    socket.write(request(spec, range));
+    const sfd = nat ? socketFd(socket) : undefined;
+    if (sfd !== undefined) nat!.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
+  });
+  return socket;
 }
 
 /** Objects from this size up are fetched in PARALLEL_RANGES ranges at once (a core each, 2-4). */
@@ -248,21 +247,19 @@ function fetchRange(spec: FetchSpec, nat: NativeHelpers, mapping: ArrayBuffer, s
     socket.destroy();
     done(err);
   };
-  const socket = net.connect({
-    ...(spec.unixPath ? { path: spec.unixPath } : { host: spec.host, port: spec.port }),
-    onread: {
+  const socket = connectHolder(
+    spec,
+    {
       buffer: Buffer.allocUnsafe(64 * 1024),
       callback: (n: number, buf: Uint8Array) => {
         if (finished || native) return false;
-        const h = readHead(spec, head, buf as Buffer, n, length, ranged);
+        head = Buffer.concat([head, buf.subarray(0, n)]);
+        const h = readHead(spec, head, length, ranged);
         if (typeof h === "string") {
           finish(new Error(h));
           return false;
         }
-        if (!h) {
-          head = Buffer.concat([head, (buf as Buffer).subarray(0, n)]);
-          return true;
-        }
+        if (!h) return true;
         new Uint8Array(mapping, start, length).set(h.rest);
         got = h.rest.length;
         if (got === length) {
@@ -281,14 +278,9 @@ function fetchRange(spec: FetchSpec, nat: NativeHelpers, mapping: ArrayBuffer, s
         return false;
       },
     },
-  });
-  if (!spec.unixPath) socket.setNoDelay(true);
+    ranged ? [start, length] : undefined,
+  );
   socket.setTimeout(spec.stallMs, () => finish(new Error(`node ${spec.peer} sent nothing for ${spec.stallMs / 1000} s (${got} of ${length} bytes arrived)`)));
-  socket.on("connect", () => {
-    socket.write(request(spec, ranged ? [start, length] : undefined));
-    const sfd = socketFd(socket);
-    if (sfd !== undefined) nat.socketBuffers(sfd, 0, BULK_SOCKET_BYTES);
-  });
   // While recvInto reads, its own result decides (it holds a dup of the socket).
   socket.on("error", (e) => native || finish(new Error(`fetching from node ${spec.peer}: ${e.message}`)));
   socket.on("close", () => native || finish(new Error(`the transfer from node ${spec.peer} was cut after ${got} of ${length} bytes`)));
