@@ -402,10 +402,7 @@ export class DirectTasks {
   }
 
   private cancelSent(lease: DirectLease, id: string, force: boolean, recursive: boolean): void {
-    if (!force && this.cancelled.has(id)) return; // (cancelled already; force may still follow)
-    this.cancelled.add(id);
-    if (force) this.host.send({ t: "cancel", id, force, recursive, worker: lease.worker });
-    else lease.writer?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
+    cancelOnLease(this.host, this.cancelled, lease.writer, lease.worker, id, force, recursive);
   }
 }
 
@@ -439,6 +436,26 @@ export function plainArgs(args: ArgWire[]): boolean {
 export function retriesOf(spec: DirectSpec): number {
   const r = spec.o.maxRetries;
   return typeof r === "number" ? (r < 0 ? Infinity : r) : 3;
+}
+
+/**
+ * Cancel a task sent to a leased worker (both lease paths): told to the worker itself, or with
+ * `force` to our agent, which kills that worker wherever it runs. Once per task, though a
+ * forced cancel may still follow a plain one.
+ */
+export function cancelOnLease(
+  host: { send(m: Record<string, unknown> & { t: string }): void },
+  cancelled: Set<string>,
+  writer: FrameWriter | undefined,
+  worker: string,
+  id: string,
+  force: boolean,
+  recursive: boolean,
+): void {
+  if (!force && cancelled.has(id)) return;
+  cancelled.add(id);
+  if (force) host.send({ t: "cancel", id, force, recursive, worker });
+  else writer?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
 }
 
 export function cancelledError(spec: DirectSpec, id: string): WireError {

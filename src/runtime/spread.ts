@@ -16,7 +16,7 @@ import { FrameReader, FrameWriter } from "../protocol/frame.js";
 import type { StoredLoc, Tagged } from "../protocol/values.js";
 import type { LeaseGrant } from "../protocol/local.js";
 import type { WireError } from "./errors.js";
-import { cancelledError, DIRECT_OFF, exceptionRetry, handBackOutcome, leaseDepth, leaseKey, plainArgs, retriesOf, type DirectSpec } from "./direct-tasks.js";
+import { cancelledError, cancelOnLease, DIRECT_OFF, exceptionRetry, handBackOutcome, leaseDepth, leaseKey, plainArgs, retriesOf, type DirectSpec } from "./direct-tasks.js";
 
 /** A task as its submitter keeps it: the same record as a direct task's. */
 export type SpreadSpec = DirectSpec;
@@ -163,10 +163,7 @@ export class SpreadTasks {
   }
 
   private cancelSent(l: Lease, id: string, force: boolean, recursive: boolean): void {
-    if (!force && this.cancelled.has(id)) return; // (cancelled already; force may still follow)
-    this.cancelled.add(id);
-    if (force) this.host.send({ t: "cancel", id, force, recursive, worker: l.grant.worker });
-    else l.writer?.send(recursive ? { t: "cancel", id, r: 1 } : { t: "cancel", id });
+    cancelOnLease(this.host, this.cancelled, l.writer, l.grant.worker, id, force, recursive);
   }
 
   // ---------------------------------------------------------------- queue
