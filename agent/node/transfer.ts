@@ -15,10 +15,9 @@ import fs from "node:fs";
 import type http from "node:http";
 import net from "node:net";
 import os from "node:os";
-import path from "node:path";
 import type { NodeView } from "../../src/protocol/cluster.js";
 import { native, socketFd, type NativeHelpers } from "../../src/runtime/native.js";
-import { PIN_DIR } from "../../src/runtime/recycle.js";
+import { pinStoredFile } from "../../src/runtime/recycle.js";
 
 export interface FetchSpec {
   host: string;
@@ -288,7 +287,6 @@ function fetchRange(spec: FetchSpec, nat: NativeHelpers, mapping: ArrayBuffer, s
 }
 
 const SEND_BYTES = 4 * 1024 * 1024;
-let sendSeq = 0;
 
 let ownHostKey: string | undefined;
 /**
@@ -339,14 +337,9 @@ export function serveObjectFile(req: http.IncomingMessage, res: http.ServerRespo
     sendFile(res, fd, length, done, offset);
     return;
   }
-  const pinDir = path.join(path.dirname(file), PIN_DIR);
-  let src = file;
-  let pin: string | undefined;
-  if (fs.existsSync(pinDir)) {
-    pin = path.join(pinDir, `${process.pid}.s${++sendSeq}`);
-    fs.linkSync(file, pin);
-    src = pin;
-  } else fs.accessSync(file, fs.constants.R_OK);
+  const pin = pinStoredFile(file);
+  if (!pin) fs.accessSync(file, fs.constants.R_OK);
+  const src = pin ?? file;
   // The response head goes through Node (its write callback: on the wire before the body);
   // the http.ServerResponse is never used, so Node writes nothing after it.
   const head = `HTTP/1.1 ${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}connection: close\r\n\r\n`;

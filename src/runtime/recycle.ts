@@ -28,18 +28,29 @@ let pinSeq = 0;
 export function mapStoredFile(file: string, size: number): ArrayBuffer | undefined {
   const nat = native();
   if (!nat || size < MAP_MIN_BYTES) return undefined;
-  const dir = path.join(path.dirname(file), PIN_DIR);
-  let hasPins = pinDirs.get(dir);
-  if (hasPins === undefined) pinDirs.set(dir, (hasPins = fs.existsSync(dir)));
-  // Spilled files (no pins folder) are never recycled, only unlinked: no pin needed.
-  const pin = hasPins ? path.join(dir, `${process.pid}.${++pinSeq}`) : undefined;
-  if (pin) fs.linkSync(file, pin); // ENOENT: the object moved; the caller asks again
+  const pin = pinStoredFile(file);
   try {
     return nat.map(pin ?? file, size, 0, pin);
   } catch (e) {
     if (pin) fs.rmSync(pin, { force: true });
     throw e;
   }
+}
+
+/**
+ * A new pin (hard link in the store's pins folder) for a store file somebody is about to map
+ * or send: its path, to unlink when done. Undefined for a spilled file (no pins folder there:
+ * spilled files are never recycled, only unlinked). Throws with code ENOENT when the file is
+ * gone (spilled or freed meanwhile).
+ */
+export function pinStoredFile(file: string): string | undefined {
+  const dir = path.join(path.dirname(file), PIN_DIR);
+  let hasPins = pinDirs.get(dir);
+  if (hasPins === undefined) pinDirs.set(dir, (hasPins = fs.existsSync(dir)));
+  if (!hasPins) return undefined;
+  const pin = path.join(dir, `${process.pid}.${++pinSeq}`);
+  fs.linkSync(file, pin);
+  return pin;
 }
 
 /** True when somebody maps this file (it has a pin beside its store name). */
