@@ -488,16 +488,12 @@ export class Distributed {
       return true;
     }
     this.agent.store.touch(id);
+    const ended = this.agent.store.transferStarted();
     try {
       // its current path: a spill moves it and updates loc
-      const ended = this.agent.store.transferStarted();
-      try {
-        serveObjectFile(req, res, loc.path, loc.size, FETCH_STALL_MS, ended);
-      } catch (e) {
-        ended();
-        throw e;
-      }
+      serveObjectFile(req, res, loc.path, loc.size, FETCH_STALL_MS, ended);
     } catch (e) {
+      ended();
       res.writeHead(404).end(`object ${id} could not be opened on node ${this.agent.opts.nodeName}: ${(e as Error).message}\n`);
     }
     return true;
