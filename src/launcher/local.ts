@@ -127,7 +127,11 @@ export async function upLocal(config: ClusterConfig, configPath: string, progres
         "--listen", "127.0.0.1:0",
         "--node-name", w.name,
         "--node-type", w.type,
-        "--resources", JSON.stringify(t.resources),
+        // Every agent of a local cluster sees this machine's GPUs; left to detect them, each
+        // would offer the same GPU and two numGpus: 1 tasks would run on one device at once
+        // (seen on an H200). So the head alone detects them; a worker type gets GPUs only
+        // where its resources name GPU.
+        "--resources", JSON.stringify({ GPU: 0, ...t.resources }),
       ];
       if (config.object_store_memory) args.push("--object-store-memory", String(config.object_store_memory));
       const { pid, ready } = await startAgent(w.name, args, path.join(clusterDir(name), w.name));

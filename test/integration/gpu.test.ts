@@ -153,3 +153,44 @@ test("a GPU actor sees its GPU for its whole life", async () => {
   assert.deepEqual(o.v1.ids, [Number(o.v1.cvd)]);
   assert.deepEqual(o.v2, o.v1);
 });
+
+test("on a local cluster the head alone offers this machine's GPUs; a worker type only where it names GPU", async () => {
+  // Seen on a real 1-GPU H200: a head and a worker agent on one machine both detected the GPU,
+  // the cluster said GPU: 2, and two numGpus: 1 tasks ran on the one device at once.
+  const w = new TestCluster(
+    "gpuw",
+    `cluster_name: gpuw
+provider:
+  type: local
+available_node_types:
+  head:
+    resources: { CPU: 1 }
+    node_config: {}
+  plain:
+    resources: { CPU: 1 }
+    node_config: {}
+    min_workers: 1
+    max_workers: 1
+  gpuw:
+    resources: { CPU: 1, GPU: 1 }
+    node_config: {}
+    min_workers: 1
+    max_workers: 1
+head_node_type: head
+`,
+  );
+  try {
+    const r = await w.cli(["up", w.configPath], { env: { PATH: `${bin}:${process.env.PATH}`, CUDA_VISIBLE_DEVICES: "0,1" } });
+    assert.equal(r.code, 0, r.stderr);
+    const s = await w.cli(["status", "--json"]);
+    assert.equal(s.code, 0, s.stderr);
+    const byType = Object.fromEntries(JSON.parse(s.stdout).nodes.map((n: any) => [n.nodeType, n]));
+    assert.equal(byType.head.resources.GPU, 2, "the head detects both GPUs");
+    assert.equal(byType.plain.resources.GPU ?? 0, 0, "a worker type that names no GPU gets none");
+    assert.deepEqual(byType.plain.gpus ?? [], []);
+    assert.equal(byType.gpuw.resources.GPU, 1, "a worker type that names GPU gets that many");
+    assert.deepEqual(byType.gpuw.gpus.map((g: any) => g.index), [0]);
+  } finally {
+    await w.down();
+  }
+});

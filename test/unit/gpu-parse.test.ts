@@ -9,7 +9,16 @@ import { detectGpus, parseNvidiaSmi } from "../../agent/node/gpu.js";
 // What `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` prints.
 const TWO_H100 = "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA H100 80GB HBM3, 81559\n";
 
+// Captured byte for byte on a real machine (an H200, driver 580.159.04, Ubuntu 24.04 in a VM,
+// MIG disabled), 2026-11-26: one GPU, no CUDA_VISIBLE_DEVICES; `nvidia-smi -L` said
+// "GPU 0: NVIDIA H200 (UUID: GPU-14e98dc8-5831-1c29-ebc0-83958ef15f98)".
+const REAL_H200 = "0, NVIDIA H200, 143771\n";
+
 describe("parseNvidiaSmi", () => {
+  it("reads the output captured on a real H200", () => {
+    assert.deepEqual(parseNvidiaSmi(REAL_H200), [{ index: 0, name: "NVIDIA H200", memoryMiB: 143771 }]);
+  });
+
   it("reads index, name and memory of each GPU", () => {
     assert.deepEqual(parseNvidiaSmi(TWO_H100), [
       { index: 0, name: "NVIDIA H100 80GB HBM3", memoryMiB: 81559 },
@@ -46,6 +55,11 @@ describe("detectGpus", () => {
     const gpus = detectGpus(env);
     assert.deepEqual(gpus.map((g) => g.index), [0, 1]);
     assert.equal(fs.readFileSync(path.join(dir, "args"), "utf8").trim(), "--query-gpu=index,name,memory.total --format=csv,noheader,nounits");
+  });
+
+  it("detects the real H200's answer through nvidia-smi", () => {
+    const env = fake(`printf '${REAL_H200.replace(/\n/g, "\\n")}'`);
+    assert.deepEqual(detectGpus(env), [{ index: 0, name: "NVIDIA H200", memoryMiB: 143771 }]);
   });
 
   it("keeps only the GPUs named in CUDA_VISIBLE_DEVICES when set", () => {
