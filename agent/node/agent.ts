@@ -1025,7 +1025,12 @@ export class NodeAgent {
 
   private envFor(env: Record<string, string> | undefined, gpus: number[]): Record<string, string> {
     const out: Record<string, string> = { ...(env ?? {}) };
-    if (gpus.length) out.CUDA_VISIBLE_DEVICES = gpus.map((i) => this.opts.gpus[i]!.index).join(",");
+    if (gpus.length) {
+      out.CUDA_VISIBLE_DEVICES = gpus.map((i) => this.opts.gpus[i]!.index).join(",");
+      // The indices are nvidia-smi's (PCI bus order); CUDA numbers fastest-first unless told,
+      // which on a machine of mixed GPUs would hand the task another GPU than it was given.
+      out.CUDA_DEVICE_ORDER = "PCI_BUS_ID";
+    }
     return out;
   }
 

@@ -24,20 +24,22 @@ const bin = path.join(c.home, "fakebin");
 
 before(async () => {
   fs.mkdirSync(bin);
-  // What `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` prints on a 2-GPU host.
+  // What `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits`
+  // prints on a 3-GPU host.
   fs.writeFileSync(
     path.join(bin, "nvidia-smi"),
     `#!/bin/sh
 case "$*" in
-  *--query-gpu=index,name,memory.total*) printf '0, NVIDIA A100-SXM4-40GB, 40960\\n1, NVIDIA A100-SXM4-40GB, 40960\\n' ;;
+  *--query-gpu=index,uuid,name,memory.total*) printf '0, GPU-a1b2c3d4-0000-1111-2222-333344445555, NVIDIA A100-SXM4-40GB, 40960\\n1, GPU-e5f6a7b8-0000-1111-2222-333344445555, NVIDIA A100-SXM4-40GB, 40960\\n2, GPU-c9d0e1f2-0000-1111-2222-333344445555, NVIDIA A100-SXM4-40GB, 40960\\n' ;;
   *) echo "unexpected arguments: $*" >&2; exit 2 ;;
 esac
 `,
     { mode: 0o755 },
   );
   // The agent inherits the environment of `tray up`: the fake nvidia-smi first on PATH, and a
-  // CUDA_VISIBLE_DEVICES naming both GPUs (as a host limited to them would have).
-  const r = await c.cli(["up", c.configPath], { env: { PATH: `${bin}:${process.env.PATH}`, CUDA_VISIBLE_DEVICES: "0,1" } });
+  // CUDA_VISIBLE_DEVICES naming two of the three GPUs, one by UUID prefix and one by index (as
+  // a host limited to them would have).
+  const r = await c.cli(["up", c.configPath], { env: { PATH: `${bin}:${process.env.PATH}`, CUDA_VISIBLE_DEVICES: "GPU-a1b2c3d4,1" } });
   assert.equal(r.code, 0, r.stderr);
 });
 after(() => c.down());
@@ -54,7 +56,7 @@ const MEET = `
     }
   }
   function gpuView() {
-    return { cvd: process.env.CUDA_VISIBLE_DEVICES ?? null, ids: getRuntimeContext().gpuIds };
+    return { cvd: process.env.CUDA_VISIBLE_DEVICES ?? null, order: process.env.CUDA_DEVICE_ORDER ?? null, ids: getRuntimeContext().gpuIds };
   }`;
 
 test("the cluster reports the GPUs nvidia-smi lists", async () => {
@@ -66,6 +68,7 @@ test("the cluster reports the GPUs nvidia-smi lists", async () => {
     node.gpus.map((g: any) => [g.index, g.name, g.memoryMiB]),
     [[0, "NVIDIA A100-SXM4-40GB", 40960], [1, "NVIDIA A100-SXM4-40GB", 40960]],
   );
+  assert.deepEqual(node.gpus.map((g: any) => g.uuid), ["GPU-a1b2c3d4-0000-1111-2222-333344445555", "GPU-e5f6a7b8-0000-1111-2222-333344445555"]);
   const j = await c.submit(`
     import { clusterResources } from "tray";
     export default async function main() { console.log(JSON.stringify(await clusterResources())); }`);
@@ -84,6 +87,7 @@ test("a numGpus: 1 task sees exactly one GPU, and getRuntimeContext().gpuIds agr
   const o = okJson(r);
   assert.match(o.one.cvd, /^[01]$/, "exactly one GPU id");
   assert.deepEqual(o.one.ids, [Number(o.one.cvd)]);
+  assert.equal(o.one.order, "PCI_BUS_ID", "CUDA numbers the GPUs as nvidia-smi does");
   assert.deepEqual(o.none.ids, []);
   assert.ok(o.none.cvd === "" || o.none.cvd === null, `a task without GPUs sees none (got ${o.none.cvd})`);
 });
