@@ -10,6 +10,12 @@
 //     `pin`, when given, is a hard link to the file that this mapping owns: it is unlinked
 //     when the mapping goes, so the store can tell a file somebody still maps (link count
 //     above 1) from one it may recycle.
+//   mapShared(path, size) -> an opaque handle (External) over the file's pages, shared and
+//       writable: what an agent keeps of a warm store file. Not an ArrayBuffer on purpose: V8
+//       counts an ArrayBuffer's bytes as external memory, and each 100 MB warm file then started
+//       a garbage collection in the agent (~40 ms of it per transfer, during the transfer).
+//       The handle works wherever an ArrayBuffer mapping does below; mappingSize(h) is its size,
+//       copyInto(h, offset, bytes) writes into it.
 //   populate(arrayBuffer, offset, length, callback(err))
 //       faults in a slice of a shared mapping on libuv's thread pool (the store warms a file
 //       a few MiB at a time, between transfers, so a transfer later pays no page faults)
@@ -67,6 +73,19 @@ void releaseMapping(napi_env, void*, void* hint) {
   }
   if (unmapNow) munmap(m->ptr, m->len);
   if (!m->pin.empty()) unlink(m->pin.c_str());
+  delete m;
+}
+
+// A handle of mapShared: unmapped by unmap(), or at the latest when it is collected.
+void releaseShared(napi_env, void* data, void*) {
+  Mapping* m = static_cast<Mapping*>(data);
+  bool unmapNow = false;
+  {
+    std::lock_guard<std::mutex> g(liveLock);
+    unmapNow = m->mapped;
+    m->mapped = false;
+  }
+  if (unmapNow) munmap(m->ptr, m->len);
   delete m;
 }
 
@@ -128,6 +147,96 @@ napi_value Map(napi_env env, napi_callback_info info) {
   return ab;
 }
 
+napi_value MapShared(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  std::string file;
+  double size = 0;
+  if (argc < 2 || !getString(env, argv[0], &file) || napi_get_value_double(env, argv[1], &size) != napi_ok || size <= 0) {
+    napi_throw_type_error(env, nullptr, "mapShared(path, size > 0)");
+    return nullptr;
+  }
+  const size_t len = static_cast<size_t>(size);
+  int fd = open(file.c_str(), O_RDWR);
+  if (fd < 0) return throwErrno(env, file, errno);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) return throwErrno(env, "mmap " + file, err);
+  Mapping* m = new Mapping{p, len, std::string(), true};
+  napi_value h;
+  if (napi_create_external(env, m, releaseShared, nullptr, &h) != napi_ok) {
+    munmap(p, len);
+    delete m;
+    napi_throw_error(env, nullptr, "could not make a mapping handle");
+    return nullptr;
+  }
+  return h;
+}
+
+// The memory behind a handle of mapShared, or behind an ArrayBuffer (with `mappedOnly`, only
+// one of map()'s): false when it is neither, or no longer mapped.
+bool memoryOf(napi_env env, napi_value v, bool mappedOnly, char** ptr, size_t* len) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (t == napi_external) {
+    void* data = nullptr;
+    if (napi_get_value_external(env, v, &data) != napi_ok || !data) return false;
+    Mapping* m = static_cast<Mapping*>(data);
+    std::lock_guard<std::mutex> g(liveLock);
+    if (!m->mapped) return false;
+    *ptr = static_cast<char*>(m->ptr);
+    *len = m->len;
+    return true;
+  }
+  void* data = nullptr;
+  if (napi_get_arraybuffer_info(env, v, &data, len) != napi_ok) return false;
+  if (mappedOnly) {
+    std::lock_guard<std::mutex> g(liveLock);
+    if (live.find(data) == live.end()) return false;
+  }
+  *ptr = static_cast<char*>(data);
+  return true;
+}
+
+napi_value MappingSize(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char* p = nullptr;
+  size_t len = 0;
+  if (argc < 1 || !memoryOf(env, argv[0], false, &p, &len)) {
+    napi_throw_type_error(env, nullptr, "mappingSize(handle): not a live mapping");
+    return nullptr;
+  }
+  napi_value out;
+  napi_create_double(env, static_cast<double>(len), &out);
+  return out;
+}
+
+// copyInto(handle, offset, bytes): bytes already read by JavaScript into the mapping.
+napi_value CopyInto(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char* p = nullptr;
+  size_t len = 0, n = 0;
+  double off = 0;
+  void* src = nullptr;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t byteOffset = 0;
+  if (argc < 3 || !memoryOf(env, argv[0], false, &p, &len) || napi_get_value_double(env, argv[1], &off) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &type, &n, &src, &ab, &byteOffset) != napi_ok || type != napi_uint8_array || off < 0 ||
+      off + static_cast<double>(n) > static_cast<double>(len)) {
+    napi_throw_type_error(env, nullptr, "copyInto(mapping, offset, uint8Array) within the mapping");
+    return nullptr;
+  }
+  if (n) memcpy(p + static_cast<size_t>(off), src, n);
+  return nullptr;
+}
+
 // One piece of work on libuv's thread pool with a JavaScript callback (W has `work`, `callback`).
 template <typename W>
 void queueWork(napi_env env, W* w, napi_value callback, const char* name, napi_async_execute_callback execute, napi_async_complete_callback complete) {
@@ -153,6 +262,7 @@ void callBack(napi_env env, W* w, napi_value args[2]) {
 struct PopulateWork {
   napi_async_work work;
   napi_ref callback;
+  napi_ref mapping;  // keeps a handle from being collected (and unmapped) meanwhile
   char* ptr;
   size_t len;
   int err;
@@ -182,6 +292,7 @@ void populateComplete(napi_env env, napi_status, void* data) {
     napi_get_null(env, &args[0]);
   }
   napi_get_undefined(env, &args[1]);
+  napi_delete_reference(env, w->mapping);
   callBack(env, w, args);
 }
 
@@ -192,26 +303,38 @@ napi_value Populate(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  void* data = nullptr;
+  char* data = nullptr;
   size_t len = 0;
   double off = 0, n = 0;
-  napi_valuetype cbType = napi_undefined;
+  napi_valuetype cbType = napi_undefined, t = napi_undefined;
   if (argc == 4) napi_typeof(env, argv[3], &cbType);
-  if (argc < 4 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok || napi_get_value_double(env, argv[1], &off) != napi_ok ||
-      napi_get_value_double(env, argv[2], &n) != napi_ok || cbType != napi_function || off < 0 || n <= 0 || off + n > static_cast<double>(len)) {
-    napi_throw_type_error(env, nullptr, "populate(arrayBuffer, offset, length, callback) within the buffer");
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  void* raw = nullptr;
+  const bool shape = argc >= 4 && (t == napi_external || napi_get_arraybuffer_info(env, argv[0], &raw, &len) == napi_ok);
+  if (!shape || napi_get_value_double(env, argv[1], &off) != napi_ok || napi_get_value_double(env, argv[2], &n) != napi_ok ||
+      cbType != napi_function || off < 0 || n <= 0) {
+    napi_throw_type_error(env, nullptr, "populate(mapping, offset, length, callback) within the buffer");
     return nullptr;
   }
-  {
-    std::lock_guard<std::mutex> g(liveLock);
-    if (live.find(data) == live.end()) {
-      napi_throw_error(env, nullptr, "populate: not a live mapping");
-      return nullptr;
-    }
+  if (!memoryOf(env, argv[0], true, &data, &len)) {
+    napi_throw_error(env, nullptr, "populate: not a live mapping");
+    return nullptr;
   }
-  PopulateWork* w = new PopulateWork{nullptr, nullptr, static_cast<char*>(data) + static_cast<size_t>(off), static_cast<size_t>(n), 0};
+  if (off + n > static_cast<double>(len)) {
+    napi_throw_type_error(env, nullptr, "populate(mapping, offset, length, callback) within the buffer");
+    return nullptr;
+  }
+  PopulateWork* w = new PopulateWork{nullptr, nullptr, nullptr, data + static_cast<size_t>(off), static_cast<size_t>(n), 0};
+  napi_create_reference(env, argv[0], 1, &w->mapping);
   queueWork(env, w, argv[3], "tray.populate", populateExecute, populateComplete);
   return nullptr;
+}
+
+// Tearing down 100 MB of page tables takes ~5 ms: off this thread when asked. The address
+// range stays mapped until then, so no new mapping can land on it early.
+void unmapRange(void* p, size_t n, bool inBackground) {
+  if (inBackground) std::thread([p, n]() { munmap(p, n); }).detach();
+  else munmap(p, n);
 }
 
 napi_value Unmap(napi_env env, napi_callback_info info) {
@@ -221,11 +344,29 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   void* data = nullptr;
   size_t len = 0;
   bool later = false;
-  if (argc < 1 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "unmap(arrayBuffer, inBackground?)");
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  if (argc > 1) napi_get_value_bool(env, argv[1], &later);
+  if (t == napi_external) {
+    void* h = nullptr;
+    napi_get_value_external(env, argv[0], &h);
+    Mapping* m = static_cast<Mapping*>(h);
+    void* p = nullptr;
+    size_t n = 0;
+    {
+      std::lock_guard<std::mutex> g(liveLock);
+      if (!m || !m->mapped) return nullptr;
+      m->mapped = false;
+      p = m->ptr;
+      n = m->len;
+    }
+    unmapRange(p, n, later);
     return nullptr;
   }
-  if (argc > 1) napi_get_value_bool(env, argv[1], &later);
+  if (argc < 1 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "unmap(mapping, inBackground?)");
+    return nullptr;
+  }
   void* p = nullptr;
   size_t n = 0;
   {
@@ -238,10 +379,7 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
     n = m->len;
     m->mapped = false;  // the finalizer still runs (maybe right inside the detach): it only removes the pin
   }
-  // Tearing down 100 MB of page tables takes ~5 ms: off this thread when asked. The address
-  // range stays mapped until then, so no new mapping can land on it early.
-  if (later) std::thread([p, n]() { munmap(p, n); }).detach();
-  else munmap(p, n);
+  unmapRange(p, n, later);
   // No JavaScript ran in between; from here a view of it throws instead of touching unmapped memory.
   napi_detach_arraybuffer(env, argv[0]);
   return nullptr;
@@ -395,12 +533,12 @@ napi_value RecvInto(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  const char* usage = "recvInto(fd, arrayBuffer, offset, length, stallMs, callback) within the buffer";
-  void* data = nullptr;
+  const char* usage = "recvInto(fd, arrayBuffer or mapping, offset, length, stallMs, callback) within the buffer";
+  char* data = nullptr;
   size_t len = 0;
   double offset = 0, length = 0;
   // Checked before socketArgs dups the socket: the range must lie within the buffer.
-  if (argc < 6 || napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok || napi_get_value_double(env, argv[2], &offset) != napi_ok ||
+  if (argc < 6 || !memoryOf(env, argv[1], false, &data, &len) || napi_get_value_double(env, argv[2], &offset) != napi_ok ||
       napi_get_value_double(env, argv[3], &length) != napi_ok || offset + length > static_cast<double>(len)) {
     napi_throw_type_error(env, nullptr, usage);
     return nullptr;
@@ -410,7 +548,7 @@ napi_value RecvInto(napi_env env, napi_callback_info info) {
     delete w;
     return nullptr;
   }
-  w->dest = static_cast<char*>(data) + w->offset;
+  w->dest = data + w->offset;
   napi_create_reference(env, argv[1], 1, &w->buffer);
   queueWork(env, w, argv[5], "tray.recvInto", recvExecute, socketComplete);
   return nullptr;
@@ -442,6 +580,9 @@ void define(napi_env env, napi_value exports, const char* name, napi_callback fn
 
 NAPI_MODULE_INIT() {
   define(env, exports, "map", Map);
+  define(env, exports, "mapShared", MapShared);
+  define(env, exports, "mappingSize", MappingSize);
+  define(env, exports, "copyInto", CopyInto);
   define(env, exports, "populate", Populate);
   define(env, exports, "unmap", Unmap);
   define(env, exports, "sendFile", SendFile);

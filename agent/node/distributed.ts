@@ -18,7 +18,7 @@ import { HeadConnection, NodeTable, tokenMatches } from "../cluster/membership.j
 import { place, type Placement, type Strategy } from "./placement.js";
 import { takeParkedFile } from "../../src/runtime/recycle.js";
 import { fetchInto, sameHostSocket, serveObjectFile } from "./transfer.js";
-import { MAP_MIN_BYTES, native } from "../../src/runtime/native.js";
+import { MAP_MIN_BYTES, native, type SharedMapping } from "../../src/runtime/native.js";
 import { subtract, type Resources } from "./resources.js";
 import { envKeyOf } from "./pool.js";
 import { BundleReservations, PG_STRATEGIES, PlacementGroups, rewriteDemand, type PgStrategy } from "./placement-groups.js";
@@ -430,7 +430,7 @@ export class Distributed {
    * peer port, cluster token required), written to our store as it arrives (fetchInto in
    * transfer.ts). TCP gives the back-pressure; nothing is re-encoded on the way.
    */
-  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart: (() => void) | undefined, mapping?: ArrayBuffer): Promise<void> {
+  private fetchObject(loc: StoredLoc, id: string, file: string, reuse: boolean, onStart: (() => void) | undefined, mapping?: SharedMapping): Promise<void> {
     const n = this.view.get(loc.node);
     if (!n || !n.alive) return Promise.reject(new Error(`node ${loc.node.slice(0, 8)} holding it is not alive`));
     return fetchInto({
@@ -438,6 +438,7 @@ export class Distributed {
       port: n.port,
       unixPath: sameHostSocket(this.self(), n),
       mapping,
+      release: (m) => this.agent.store.releaseMapping(m),
       path: `/object/${encodeURIComponent(id)}`,
       token: this.token,
       file,

@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { StoredLoc } from "../../src/protocol/values.js";
-import { native } from "../../src/runtime/native.js";
+import { native, type SharedMapping } from "../../src/runtime/native.js";
 import { FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../../src/runtime/recycle.js";
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
@@ -130,7 +130,7 @@ export class ObjectStore {
     // still being filled got its data overwritten with zeros and the file re-extended.
     // Zeros from one small reused buffer: only the file's pages are touched, not ours.
     const tmp = path.join(this.dir, `.prefault-${name}`);
-    const done = (ok: boolean, mapping?: ArrayBuffer) => {
+    const done = (ok: boolean, mapping?: SharedMapping) => {
       this.prefaulting = 0;
       if (ok && !this.destroyed) {
         try {
@@ -186,11 +186,11 @@ export class ObjectStore {
    * moments, and populating 100 MB of fresh pages in one go took cores and memory bandwidth
    * from the very transfers it prepares for. Calls back with the mapping, or undefined.
    */
-  private warmUp(file: string, size: number, cb: (ab: ArrayBuffer | undefined) => void): void {
+  private warmUp(file: string, size: number, cb: (ab: SharedMapping | undefined) => void): void {
     const nat = native()!;
-    let ab: ArrayBuffer;
+    let ab: SharedMapping;
     try {
-      ab = nat.map(file, size, 1);
+      ab = nat.mapShared(file, size);
     } catch {
       return cb(undefined);
     }
@@ -252,16 +252,21 @@ export class ObjectStore {
   prefaultCount = 0;
   private destroyed = false;
   /** Warm parked files this agent keeps mapped (native helpers only): parked name -> mapping. */
-  private readonly warmMaps = new Map<string, ArrayBuffer>();
+  private readonly warmMaps = new Map<string, SharedMapping>();
 
   /**
    * The mapping of a parked file just taken for a transfer (takeParkedFile): the caller owns
    * it now and unmaps it when done. Undefined when that file was not pre-mapped.
    */
-  takeWarmMapping(name: string): ArrayBuffer | undefined {
+  takeWarmMapping(name: string): SharedMapping | undefined {
     const ab = this.warmMaps.get(name);
     this.warmMaps.delete(name);
     return ab;
+  }
+
+  /** Unmap a mapping a transfer wrote through, once transfers here pause (see FetchSpec.release). */
+  releaseMapping(m: SharedMapping): void {
+    this.whenQuiet(() => native()?.unmap(m, true));
   }
 
   private dropWarmMapping(name: string): void {

@@ -274,7 +274,10 @@ export class Core {
    * Large objects are freed when their last ObjectRef is garbage-collected, but an ObjectRef
    * is tiny: a loop that puts and drops 10 MB objects barely grows the JS heap, so V8 would
    * not collect for a long time while the store fills up. Collect after every
-   * GC_EVERY_BYTES of stored objects this process wrote or read, so dropped refs are released.
+   * GC_EVERY_BYTES of stored objects this process wrote, so dropped refs are released. Reads
+   * need no such push: what a read returns (a mapping or a copy) is memory V8 counts, and it
+   * collects on its own, incrementally, as that grows. (A forced collection after every
+   * 100 MB read cost the reader ~20-40 ms of a core, right when the next transfer needed it.)
    */
   noteStoredBytes(n: number): void {
     this.storedBytesSinceGc += n;
@@ -388,7 +391,6 @@ export class Core {
       let bytes: Buffer;
       try {
         bytes = loc.g ? await readGrowing(loc.path, loc.size) : readStored(loc.path, loc.size);
-        this.noteStoredBytes(bytes.byteLength);
       } catch (e: any) {
         if (e.code !== "ENOENT") throw e;
         if (attempt >= 3) {

@@ -7,15 +7,29 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
+/**
+ * An agent's shared, writable mapping of a store file (mapShared): an opaque handle, not an
+ * ArrayBuffer, so V8 does not count its pages as the agent's memory (which started a garbage
+ * collection in the agent per warm 100 MB file). Native calls below take it where they take a
+ * mapping.
+ */
+export type SharedMapping = { readonly __sharedMapping: true };
+
 export interface NativeHelpers {
   /** Map a file lazily. mode 0: private copy-on-write (readers); 1: shared and writable (a transfer's destination). */
   map(file: string, size: number, mode: 0 | 1, pin?: string): ArrayBuffer;
+  /** A file mapped shared and writable, as a handle (see SharedMapping). */
+  mapShared(file: string, size: number): SharedMapping;
+  /** The size of a live mapping (throws for one that is gone). */
+  mappingSize(m: SharedMapping | ArrayBuffer): number;
+  /** Copy bytes into a live mapping at offset. */
+  copyInto(m: SharedMapping | ArrayBuffer, offset: number, bytes: Uint8Array): void;
   /** Fault in [offset, offset + length) of a live shared mapping, on the thread pool. */
-  populate(ab: ArrayBuffer, offset: number, length: number, cb: (err: Error | null) => void): void;
-  /** Unmap now (detaches the ArrayBuffer); a no-op for one that is not a live mapping. */
-  unmap(ab: ArrayBuffer, inBackground?: boolean): void;
+  populate(m: SharedMapping | ArrayBuffer, offset: number, length: number, cb: (err: Error | null) => void): void;
+  /** Unmap now (detaches an ArrayBuffer); a no-op for one that is not a live mapping. */
+  unmap(m: SharedMapping | ArrayBuffer, inBackground?: boolean): void;
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;
-  recvInto(fd: number, ab: ArrayBuffer, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, got: number) => void): void;
+  recvInto(fd: number, dest: SharedMapping | ArrayBuffer, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, got: number) => void): void;
   socketBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
 }
 

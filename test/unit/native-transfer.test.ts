@@ -13,7 +13,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { ObjectStore } from "../../agent/node/store.js";
 import { fetchInto, hostKey, parseRange, sameHostSocket, serveObjectFile } from "../../agent/node/transfer.js";
-import { native, socketFd } from "../../src/runtime/native.js";
+import { native, socketFd, type SharedMapping } from "../../src/runtime/native.js";
 import { FREE_DIR, PIN_DIR, isPinned, mapStoredFile, sweepPins } from "../../src/runtime/recycle.js";
 
 v8.setFlagsFromString("--expose-gc");
@@ -83,6 +83,27 @@ describe("native helpers", () => {
     nat!.unmap(ab);
     assert.throws(() => nat!.populate(ab, 0, MiB, () => {}), /not a live mapping|within the buffer/);
     assert.ok(fs.readFileSync(f).equals(data));
+  });
+
+  it("an agent's shared mapping is a handle, not an ArrayBuffer: copyInto and populate write through, unmap ends it", { skip }, async () => {
+    const f = path.join(root, "m3");
+    fs.writeFileSync(f, Buffer.alloc(2 * MiB));
+    const h = nat!.mapShared(f, 2 * MiB);
+    assert.equal(h instanceof ArrayBuffer, false, "V8 must not count it as the agent's memory");
+    assert.equal(nat!.mappingSize(h), 2 * MiB);
+    await new Promise<void>((res, rej) => nat!.populate(h, 0, MiB, (e) => (e ? rej(e) : res())));
+    const data = pattern(MiB, 5);
+    nat!.copyInto(h, MiB, data);
+    assert.throws(() => nat!.copyInto(h, MiB + 1, data), TypeError, "a copy past the end");
+    assert.throws(() => nat!.populate(h, MiB, 2 * MiB, () => {}), TypeError, "a slice past the end");
+    assert.ok(fs.readFileSync(f).subarray(MiB).equals(data));
+    nat!.unmap(h, true);
+    nat!.unmap(h); // twice: nothing happens
+    assert.throws(() => nat!.mappingSize(h), /not a live mapping/);
+    assert.throws(() => nat!.copyInto(h, 0, data), TypeError);
+    assert.throws(() => nat!.populate(h, 0, MiB, () => {}), /not a live mapping/);
+    assert.throws(() => nat!.recvInto(0, h, 0, 1, 0, () => {}), TypeError);
+    assert.throws(() => nat!.mapShared(path.join(root, "nope"), MiB), (e: any) => e.code === "ENOENT");
   });
 
   it("a missing file is an error with code ENOENT, bad arguments a TypeError, not a crash", { skip }, () => {
@@ -233,7 +254,15 @@ describe("object transfer with the native helpers", () => {
   const warmFile = (name: string, size: number) => {
     const file = path.join(root, name);
     fs.writeFileSync(file, Buffer.alloc(size, 0xee));
-    return { file, mapping: nat!.map(file, size, 1) };
+    return { file, mapping: nat!.mapShared(file, size) };
+  };
+  const unmapped = (m: SharedMapping) => {
+    try {
+      nat!.mappingSize(m);
+      return false;
+    } catch {
+      return true;
+    }
   };
 
   it("sendfile at the holder, into a premade mapping or a plain file, over TCP and a Unix socket: every byte lands; the holder's pin goes after", { skip }, async () => {
@@ -249,7 +278,7 @@ describe("object transfer with the native helpers", () => {
       await fetchInto(spec(srv.port, w.file, body.length, { ...where, reuse: true, mapping: w.mapping }));
       assert.equal(fs.statSync(w.file).size, body.length, "a reused file is cut to the object's size");
       assert.ok(fs.readFileSync(w.file).equals(body), `bytes differ (${typeof at === "string" ? "unix" : "tcp"}, mapped)`);
-      await until(() => w.mapping.byteLength === 0, "the mapping to be unmapped");
+      await until(() => unmapped(w.mapping), "the mapping to be unmapped");
       const plain = path.join(root, `plain-${typeof at}`);
       await fetchInto(spec(srv.port, plain, body.length, where));
       assert.ok(fs.readFileSync(plain).equals(body), "bytes differ (plain file)");
@@ -346,7 +375,7 @@ describe("object transfer with the native helpers", () => {
     const w = warmFile("rcut", size);
     await assert.rejects(fetchInto(spec((srv.address() as net.AddressInfo).port, w.file, size, { reuse: true, mapping: w.mapping })), /was cut after \d+ of \d+ bytes \(bytes \d+- of 20971520\)/);
     assert.equal(fs.existsSync(w.file), false, "half an object was left in the store");
-    await until(() => w.mapping.byteLength === 0, "the mapping to be unmapped once no range reads");
+    await until(() => unmapped(w.mapping), "the mapping to be unmapped once no range reads");
     srv.close();
   });
 
@@ -381,10 +410,10 @@ describe("the store maps its big parked files ahead", () => {
     const freed = `${9 * MiB}.3`;
     await until(() => (s as any).warmMaps.has(freed), "the freed file's mapping");
     const ab = s.takeWarmMapping(freed)!;
-    assert.equal(ab.byteLength, 9 * MiB);
+    assert.equal(native()!.mappingSize(ab), 9 * MiB);
     assert.equal(s.takeWarmMapping(freed), undefined, "a mapping handed out twice");
     native()!.unmap(ab);
     s.destroy();
-    for (const n of warm) assert.equal(((s as any).warmMaps as Map<string, ArrayBuffer>).has(n), false);
+    for (const n of warm) assert.equal(((s as any).warmMaps as Map<string, SharedMapping>).has(n), false);
   });
 });
