@@ -27,6 +27,10 @@
 //   recvInto(fd, arrayBuffer, offset, length, stallMs, callback(err, got))
 //       exactly `length` bytes of a socket into a buffer (a mapped store file), on the thread
 //       pool: a transfer split in ranges is received by several cores at once
+//   writeNow(fd, bytes) -> bytes written (maybe fewer), or -errno (-EAGAIN: the socket is full)
+//       one write(2) of a small frame, here and now: Node's stream write costs a few µs of
+//       JavaScript per message (write wraps, callbacks), which a one-at-a-time round trip pays
+//       on both ends
 //   socketBuffers(fd, sndbuf, rcvbuf)
 //       larger socket buffers for bulk transfers (fewer wake-ups per 100 MB)
 #include <node_api.h>
@@ -570,6 +574,30 @@ napi_value SocketBuffers(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+napi_value WriteNow(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd = -1;
+  void* data = nullptr;
+  size_t n = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_typedarray_info(env, argv[1], &type, &n, &data, &ab, &off) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, nullptr, "writeNow(fd, uint8Array)");
+    return nullptr;
+  }
+  ssize_t w;
+  do {
+    w = write(fd, data, n);
+  } while (w < 0 && errno == EINTR);
+  napi_value out;
+  napi_create_int64(env, w < 0 ? -static_cast<int64_t>(errno) : static_cast<int64_t>(w), &out);
+  return out;
+}
+
 void define(napi_env env, napi_value exports, const char* name, napi_callback fn) {
   napi_value f;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, nullptr, &f);
@@ -588,5 +616,6 @@ NAPI_MODULE_INIT() {
   define(env, exports, "sendFile", SendFile);
   define(env, exports, "recvInto", RecvInto);
   define(env, exports, "socketBuffers", SocketBuffers);
+  define(env, exports, "writeNow", WriteNow);
   return exports;
 }

@@ -3,6 +3,7 @@
 // 10,000 submits costs a handful of syscalls, not 10,000.
 import type { Socket } from "node:net";
 import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
+import { native, socketFd } from "../runtime/native.js";
 
 // One codec for every internal message. Records off: messages are small and heterogenous;
 // maps decode to plain objects for speed.
@@ -18,6 +19,9 @@ export function decodeMessages(buf: Uint8Array): unknown[] {
   if (!Array.isArray(v)) throw new Error("frame payload is not an array of messages");
   return v;
 }
+
+/** Frames up to this size may skip Node's stream (FrameWriter.writeNow). */
+const WRITE_NOW_MAX_BYTES = 64 * 1024;
 
 /** Largest frame a peer may send; bigger ones are refused (the connection is closed). */
 export const MAX_FRAME_BYTES = 512 * 1024 * 1024;
@@ -119,8 +123,27 @@ export class FrameWriter {
     // (The codec never writes over bytes it has handed out, so the write may finish later.)
     const frame = packr.pack(msgs, RESERVE_START_SPACE | 4) as Buffer;
     frame.writeUInt32LE(frame.length - 4, 0);
-    this.socket.write(frame);
+    if (!this.writeNow(frame)) this.socket.write(frame);
   };
+
+  /**
+   * A small frame goes out with one write(2) of its own (native helpers) when nothing of this
+   * socket waits in Node's stream: Node's write costs a few µs of JavaScript per message (write
+   * wraps, callbacks), paid on both ends of every one-at-a-time round trip. What the kernel does
+   * not take at once goes through the stream after it, so the order stays.
+   */
+  private writeNow(frame: Buffer): boolean {
+    if (frame.length > WRITE_NOW_MAX_BYTES) return false;
+    const s = this.socket;
+    if (s.writableLength !== 0 || s.connecting || s.destroyed || s.writableEnded) return false;
+    const nat = native();
+    const fd = nat && socketFd(s);
+    if (fd === undefined) return false;
+    const n = nat!.writeNow(fd, frame);
+    if (n === frame.length) return true;
+    if (n > 0) s.write(frame.subarray(n));
+    return n > 0; // EAGAIN or an error: the stream's own write queues it or reports the error
+  }
 
   flushNow(): void {
     this.flush();

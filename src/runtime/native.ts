@@ -31,6 +31,8 @@ export interface NativeHelpers {
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;
   recvInto(fd: number, dest: SharedMapping | ArrayBuffer, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, got: number) => void): void;
   socketBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
+  /** One write(2) to a socket: bytes written, or -errno (-11: it is full). */
+  writeNow(fd: number, bytes: Uint8Array): number;
 }
 
 /** Objects from this size up are mapped rather than copied when read. */

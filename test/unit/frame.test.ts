@@ -1,8 +1,13 @@
 // Framing of the local protocol: frames split across chunks, several frames in one chunk,
 // oversized and undecodable frames, and the writer batching messages into one frame.
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { describe, it } from "node:test";
 import { FrameReader, FrameWriter, MAX_FRAME_BYTES, decodeMessages, encodeMessages } from "../../src/protocol/frame.js";
+import { native } from "../../src/runtime/native.js";
 
 function frame(msgs: unknown[]): Buffer {
   const body = encodeMessages(msgs);
@@ -121,5 +126,55 @@ describe("FrameWriter", () => {
     w.send({ t: "late" });
     await new Promise((r) => setImmediate(r));
     assert.equal(s.writes.length, 1);
+  });
+
+  it("over a real socket: small frames go out by one write(2) of their own, and with the peer not reading (the kernel buffer full) and big frames between, every message arrives once and in order", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tray-frame-"));
+    const sock = path.join(dir, "s");
+    const got: any[] = [];
+    let peer!: net.Socket;
+    const server = net.createServer((c) => {
+      peer = c;
+      c.pause(); // not reading at first: writes fill the kernel's buffer
+      const r = new FrameReader((m) => got.push(...m), (e) => assert.fail(e));
+      c.on("data", (d) => r.push(d));
+    });
+    await new Promise<void>((r) => server.listen(sock, r));
+    const client = net.createConnection(sock);
+    await new Promise((r) => client.once("connect", r));
+    const nat = native();
+    let direct = 0;
+    const restore = nat?.writeNow;
+    if (nat) nat.writeNow = (fd, b) => (direct++, restore!.call(nat, fd, b));
+    try {
+      const w = new FrameWriter(client);
+      const big = "x".repeat(200_000);
+      const sent: any[] = [];
+      for (let i = 0; i < 3000; i++) {
+        const m = i % 500 === 250 ? { i, big } : { i };
+        sent.push(m);
+        w.send(m);
+        if (i % 3 === 0) await new Promise((r) => setImmediate(r)); // several frames, not one
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      peer.resume();
+      const until = Date.now() + 10_000;
+      while (got.length < sent.length && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(got.length, sent.length);
+      assert.deepEqual(got.map((m) => m.i), sent.map((m) => m.i), "in order, none twice");
+      assert.ok(got.filter((m) => m.big === big).length === 6, "the big frames whole");
+      if (nat) assert.ok(direct > 0, "small frames were written directly");
+    } finally {
+      if (nat) nat.writeNow = restore!;
+      client.destroy();
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("native writeNow reports errors as -errno, and refuses what is not bytes", { skip: !native() }, () => {
+    const nat = native()!;
+    assert.equal(nat.writeNow(987654, Buffer.from("x")), -9, "EBADF");
+    assert.throws(() => nat.writeNow(1, "x" as any), TypeError);
   });
 });
