@@ -4,7 +4,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { FrameReader, FrameWriter } from "../protocol/frame.js";
+import { FrameReader, FrameWriter, connectFrames } from "../protocol/frame.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
@@ -93,16 +93,14 @@ export class Core {
     readonly spillDir: string,
     readonly isWorker: boolean,
   ) {
-    this.socket = net.createConnection(socketPath);
-    this.socket.setNoDelay?.(true);
-    this.writer = new FrameWriter(this.socket);
     const reader = new FrameReader(
       (msgs) => {
         for (const m of msgs) this.onMessage(m as AgentToProc);
       },
       (err) => console.error(`[tray] bad frame from agent: ${err.message}`),
     );
-    this.socket.on("data", (c) => reader.push(c));
+    this.socket = connectFrames(socketPath, reader);
+    this.writer = new FrameWriter(this.socket);
     this.socket.on("close", () => {
       this.closed = true;
       for (const r of this.replies.values()) r.reject(new Error("lost the connection to the node agent"));
@@ -617,10 +615,6 @@ export class Core {
     if (!d) this.actorPaths.set(actorId, (d = { agentOutstanding: 0, inflight: new Set() }));
     if (d.socket && !d.socket.destroyed) return;
     const path = d;
-    const socket = net.createConnection(sock);
-    socket.setNoDelay?.(true);
-    path.socket = socket;
-    socket.on("connect", () => (path.writer = new FrameWriter(socket)));
     const reader = new FrameReader(
       (msgs) => {
         for (const m of msgs as DoneMsg[]) {
@@ -630,7 +624,9 @@ export class Core {
       },
       () => socket.destroy(),
     );
-    socket.on("data", (c) => reader.push(c));
+    const socket = connectFrames(sock, reader);
+    path.socket = socket;
+    socket.on("connect", () => (path.writer = new FrameWriter(socket)));
     socket.on("error", () => {});
     socket.on("close", () => {
       // The actor's process went away: calls in flight fail as they would through the agent.

@@ -14,7 +14,7 @@
 // lease workers started with exactly that environment: the lease request carries it, and
 // leases are kept per shape and environment.
 import net from "node:net";
-import { FrameReader, FrameWriter } from "../protocol/frame.js";
+import { FrameReader, FrameWriter, connectFrames } from "../protocol/frame.js";
 import type { StoredLoc, Tagged } from "../protocol/values.js";
 import type { ArgWire } from "../protocol/local.js";
 import type { FnRef } from "./remote.js";
@@ -259,16 +259,6 @@ export class DirectTasks {
   private attach(c: LeaseClass, worker: string, sock: string): void {
     const lease: DirectLease = { cls: c, worker, inflight: new Map(), idleAt: performance.now(), fns: new Map() };
     c.leases.push(lease);
-    const socket = net.createConnection(sock);
-    socket.setNoDelay?.(true);
-    lease.socket = socket;
-    socket.on("connect", () => {
-      lease.writer = new FrameWriter(socket);
-      this.drain(c);
-      // Still more waiting than our leases hold in flight: one more worker, if the node has one.
-      if (c.head < c.backlog.length) this.askLease(c);
-      this.maybeReturn(lease);
-    });
     const reader = new FrameReader(
       (msgs) => {
         for (const m of msgs as DoneMsg[]) {
@@ -286,7 +276,15 @@ export class DirectTasks {
       },
       () => socket.destroy(),
     );
-    socket.on("data", (d) => reader.push(d));
+    const socket = connectFrames(sock, reader);
+    lease.socket = socket;
+    socket.on("connect", () => {
+      lease.writer = new FrameWriter(socket);
+      this.drain(c);
+      // Still more waiting than our leases hold in flight: one more worker, if the node has one.
+      if (c.head < c.backlog.length) this.askLease(c);
+      this.maybeReturn(lease);
+    });
     socket.on("error", () => {});
     // No more tasks go there; what was in flight is settled by "leaseLost" or "done".
     socket.on("close", () => {

@@ -6,7 +6,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { FrameReader, FrameWriter, MAX_FRAME_BYTES, decodeMessages, encodeMessages } from "../../src/protocol/frame.js";
+import { FrameReader, FrameWriter, MAX_FRAME_BYTES, connectFrames, decodeMessages, encodeMessages } from "../../src/protocol/frame.js";
 import { native } from "../../src/runtime/native.js";
 
 function frame(msgs: unknown[]): Buffer {
@@ -176,5 +176,31 @@ describe("FrameWriter", () => {
     const nat = native()!;
     assert.equal(nat.writeNow(987654, Buffer.from("x")), -9, "EBADF");
     assert.throws(() => nat.writeNow(1, "x" as any), TypeError);
+  });
+
+  it("connectFrames: frames read past Node's stream machinery arrive whole and in order, binary payloads intact after later reads reuse the buffer, and the peer's close is seen", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tray-frame-"));
+    const sock = path.join(dir, "s");
+    const server = net.createServer(async (c) => {
+      const w = new FrameWriter(c);
+      for (let i = 0; i < 500; i++) {
+        w.send({ i, bin: new Uint8Array(i % 7 === 0 ? 150_000 : 16).fill(i & 0xff) });
+        if (i % 5 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      c.end();
+    });
+    await new Promise<void>((r) => server.listen(sock, r));
+    const got: any[] = [];
+    const reader = new FrameReader((m) => got.push(...m), (e) => assert.fail(e));
+    const s = connectFrames(sock, reader);
+    await new Promise<void>((r) => s.on("close", () => r()));
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.deepEqual(got.map((m) => m.i), Array.from({ length: 500 }, (_, i) => i));
+    for (const m of got) {
+      assert.equal(m.bin.length, m.i % 7 === 0 ? 150_000 : 16);
+      assert.ok(m.bin.every((b: number) => b === (m.i & 0xff)), `message ${m.i}'s bytes were overwritten`);
+    }
   });
 });
