@@ -8,6 +8,7 @@ import { UserError } from "../errors.js";
 import { agentScript } from "./artifacts.js";
 import { clusterDir, ensureToken, pidAlive, readState, tokenPath, writeState, type ClusterState, type NodeState } from "./state.js";
 import type { Progress } from "./progress.js";
+import { stablePort } from "./stable-port.js";
 
 export interface LocalUpResult {
   state: ClusterState;
@@ -86,6 +87,12 @@ export async function upLocal(config: ClusterConfig, configPath: string, progres
     const oldPort = prev?.head?.apiPort;
     let started: Awaited<ReturnType<typeof startAgent>> | undefined;
     if (oldPort) started = await startAgent(headName, [...args, "--listen", `127.0.0.1:${oldPort}`], dir).catch(() => undefined);
+    // A new head takes a port below the ephemeral range, which it can take again after a
+    // crash (see stable-port.ts); the kernel's pick when none is free or the start fails.
+    if (!started) {
+      const port = await stablePort();
+      if (port) started = await startAgent(headName, [...args, "--listen", `127.0.0.1:${port}`], dir).catch(() => undefined);
+    }
     const { pid, ready } = started ?? (await startAgent(headName, [...args, "--listen", "127.0.0.1:0"], dir));
     const port = Number(ready.listen.split(":").pop());
     state = {

@@ -126,6 +126,7 @@ async function down(file: string, workersOnly = false) {
 function agentPid(i: number, cluster: string, user = "tray"): number | undefined {
   try {
     const pid = Number(fs.readFileSync(path.join(th.homeOf(i, user), `.tray/nodes/${cluster}/agent.pid`), "utf8"));
+    if (!(pid > 0)) return undefined; // written but still empty: kill(0) would be our own process group
     process.kill(pid, 0);
     return pid;
   } catch {

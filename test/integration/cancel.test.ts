@@ -17,6 +17,14 @@ const COMMON = `
     while (!fs.existsSync(file) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     return fs.existsSync(file);
   }
+  // A pid a task wrote: the file exists (empty) a moment before the pid is in it.
+  async function pidIn(file: string) {
+    for (;;) {
+      const pid = fs.existsSync(file) ? Number(fs.readFileSync(file, "utf8")) : 0;
+      if (Number.isInteger(pid) && pid > 0) return pid;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
   // Gone, or a zombie its parent has not reaped yet (it runs nothing either way).
   function dead(pid: number) {
     try { process.kill(pid, 0); } catch { return true; }
@@ -68,8 +76,7 @@ test("a running async task cancelled with force: TaskCancelledError, its worker 
     export default async function main() {
       const dir = fs.mkdtempSync("/tmp/tray-cancel-");
       const ref = forever.remote(dir);
-      await until(dir + "/pid");
-      const pid = Number(fs.readFileSync(dir + "/pid", "utf8"));
+      const pid = await pidIn(dir + "/pid");
       const t0 = Date.now();
       cancel(ref, { force: true });
       const err = await errName(get(ref));
@@ -117,8 +124,7 @@ test("cancelling a task cancels the tasks it submitted (recursive, the default)"
     export default async function main() {
       const dir = fs.mkdtempSync("/tmp/tray-cancel-");
       const p = parent.remote(dir);
-      await until(dir + "/child-started");
-      const childPid = Number(fs.readFileSync(dir + "/child-started", "utf8"));
+      const childPid = await pidIn(dir + "/child-started");
       cancel(p, { force: true });
       const err = await errName(get(p));
       const childKilled = await waitDead(childPid);

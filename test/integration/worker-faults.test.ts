@@ -94,9 +94,14 @@ test("a worker killed from outside mid-task: the task fails with WorkerCrashedEr
       if (first) await new Promise((r) => setTimeout(r, 60_000));
       return "retried in pid " + process.pid;
     });
+    // The file exists (empty) a moment before the pid is in it, and process.kill(0) would kill
+    // this driver's whole process group (the head agent with it): wait for a real pid.
     async function pidOf(file: string) {
-      while (!fs.existsSync(file)) await new Promise((r) => setTimeout(r, 20));
-      return Number(fs.readFileSync(file, "utf8"));
+      for (;;) {
+        const pid = fs.existsSync(file) ? Number(fs.readFileSync(file, "utf8")) : 0;
+        if (Number.isInteger(pid) && pid > 0) return pid;
+        await new Promise((r) => setTimeout(r, 20));
+      }
     }
     export default async function main() {
       const dir = fs.mkdtempSync("/tmp/tray-kill-");
