@@ -176,7 +176,12 @@ test("a large result left on a leased worker's node that then dies is rebuilt fr
   const j = c.startJob(`
     import { remote, get, nodes, getRuntimeContext } from "tray";
     import fs from "node:fs";
-    const big = remote((i: number) => ({ node: getRuntimeContext().nodeId, d: new Float64Array(250_000).fill(i) }));
+    // Each takes a moment: instant ones could all be done over the first leases granted (the
+    // head's and B's) before node A's arrives, leaving nothing on A (seen under load).
+    const big = remote(async (i: number) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return { node: getRuntimeContext().nodeId, d: new Float64Array(250_000).fill(i) };
+    });
     export default async function main(args: string[]) {
       const [goFile] = args;
       const refs = Array.from({ length: 6 }, (_, i) => big.options({ schedulingStrategy: "SPREAD" }).remote(i));
