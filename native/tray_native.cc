@@ -62,20 +62,21 @@ struct Mapping {
 std::mutex liveLock;
 std::unordered_map<void*, Mapping*> live;
 
+// Marks a mapping unmapped (and forgets its address) if it still was mapped: true when the
+// caller now owns the munmap. Once only, whoever comes first: unmap() or the finalizer.
+bool claim(Mapping* m) {
+  std::lock_guard<std::mutex> g(liveLock);
+  if (!m->mapped) return false;
+  m->mapped = false;
+  live.erase(m->ptr);  // a handle's address is not in `live`: nothing to erase then
+  return true;
+}
+
 // V8 may run this on a background thread (it sweeps array buffers concurrently). The munmap
 // (~5 ms for 100 MB) happens outside the lock, so a map() on the main thread never waits for it.
 void releaseMapping(napi_env, void*, void* hint) {
   Mapping* m = static_cast<Mapping*>(hint);
-  bool unmapNow = false;
-  {
-    std::lock_guard<std::mutex> g(liveLock);
-    if (m->mapped) {
-      m->mapped = false;
-      live.erase(m->ptr);
-      unmapNow = true;
-    }
-  }
-  if (unmapNow) munmap(m->ptr, m->len);
+  if (claim(m)) munmap(m->ptr, m->len);
   if (!m->pin.empty()) unlink(m->pin.c_str());
   delete m;
 }
@@ -83,13 +84,7 @@ void releaseMapping(napi_env, void*, void* hint) {
 // A handle of mapShared: unmapped by unmap(), or at the latest when it is collected.
 void releaseShared(napi_env, void* data, void*) {
   Mapping* m = static_cast<Mapping*>(data);
-  bool unmapNow = false;
-  {
-    std::lock_guard<std::mutex> g(liveLock);
-    unmapNow = m->mapped;
-    m->mapped = false;
-  }
-  if (unmapNow) munmap(m->ptr, m->len);
+  if (claim(m)) munmap(m->ptr, m->len);
   delete m;
 }
 
@@ -105,6 +100,30 @@ bool getString(napi_env env, napi_value v, std::string* out) {
   if (napi_get_value_string_utf8(env, v, nullptr, 0, &n) != napi_ok) return false;
   out->assign(n, '\0');
   return napi_get_value_string_utf8(env, v, &(*out)[0], n + 1, &n) == napi_ok;
+}
+
+// The file mapped readable and writable (shared, or private copy-on-write), or nullptr after
+// throwing (code ENOENT when it is gone).
+void* mapFile(napi_env env, const std::string& file, size_t len, bool shared) {
+  int fd = open(file.c_str(), shared ? O_RDWR : O_RDONLY);
+  if (fd < 0) {
+    throwErrno(env, file, errno);
+    return nullptr;
+  }
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (p != MAP_FAILED) return p;
+  throwErrno(env, "mmap " + file, err);
+  return nullptr;
+}
+
+// A Uint8Array argument's bytes.
+bool uint8ArrayOf(napi_env env, napi_value v, void** data, size_t* n) {
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off = 0;
+  return napi_get_typedarray_info(env, v, &type, n, data, &ab, &off) == napi_ok && type == napi_uint8_array;
 }
 
 napi_value Map(napi_env env, napi_callback_info info) {
@@ -125,13 +144,8 @@ napi_value Map(napi_env env, napi_callback_info info) {
     if (t == napi_string) getString(env, argv[3], &pin);
   }
   const size_t len = static_cast<size_t>(size);
-  const bool shared = mode == 1;
-  int fd = open(file.c_str(), shared ? O_RDWR : O_RDONLY);
-  if (fd < 0) return throwErrno(env, file, errno);
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  close(fd);
-  if (p == MAP_FAILED) return throwErrno(env, "mmap " + file, err);
+  void* p = mapFile(env, file, len, mode == 1);
+  if (!p) return nullptr;
   Mapping* m = new Mapping{p, len, pin, true};
   {
     std::lock_guard<std::mutex> g(liveLock);
@@ -162,12 +176,8 @@ napi_value MapShared(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   const size_t len = static_cast<size_t>(size);
-  int fd = open(file.c_str(), O_RDWR);
-  if (fd < 0) return throwErrno(env, file, errno);
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int err = errno;
-  close(fd);
-  if (p == MAP_FAILED) return throwErrno(env, "mmap " + file, err);
+  void* p = mapFile(env, file, len, true);
+  if (!p) return nullptr;
   Mapping* m = new Mapping{p, len, std::string(), true};
   napi_value h;
   if (napi_create_external(env, m, releaseShared, nullptr, &h) != napi_ok) {
@@ -179,29 +189,35 @@ napi_value MapShared(napi_env env, napi_callback_info info) {
   return h;
 }
 
+enum class Memory { None, Gone, Live };
+
 // The memory behind a handle of mapShared, or behind an ArrayBuffer (with `mappedOnly`, only
-// one of map()'s): false when it is neither, or no longer mapped.
-bool memoryOf(napi_env env, napi_value v, bool mappedOnly, char** ptr, size_t* len) {
+// one of map()'s): None when `v` is neither, Gone when it is no longer mapped.
+Memory memoryState(napi_env env, napi_value v, bool mappedOnly, char** ptr, size_t* len) {
   napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (napi_typeof(env, v, &t) != napi_ok) return Memory::None;
   if (t == napi_external) {
     void* data = nullptr;
-    if (napi_get_value_external(env, v, &data) != napi_ok || !data) return false;
+    if (napi_get_value_external(env, v, &data) != napi_ok || !data) return Memory::None;
     Mapping* m = static_cast<Mapping*>(data);
     std::lock_guard<std::mutex> g(liveLock);
-    if (!m->mapped) return false;
+    if (!m->mapped) return Memory::Gone;
     *ptr = static_cast<char*>(m->ptr);
     *len = m->len;
-    return true;
+    return Memory::Live;
   }
   void* data = nullptr;
-  if (napi_get_arraybuffer_info(env, v, &data, len) != napi_ok) return false;
+  if (napi_get_arraybuffer_info(env, v, &data, len) != napi_ok) return Memory::None;
   if (mappedOnly) {
     std::lock_guard<std::mutex> g(liveLock);
-    if (live.find(data) == live.end()) return false;
+    if (live.find(data) == live.end()) return Memory::Gone;
   }
   *ptr = static_cast<char*>(data);
-  return true;
+  return Memory::Live;
+}
+
+bool memoryOf(napi_env env, napi_value v, bool mappedOnly, char** ptr, size_t* len) {
+  return memoryState(env, v, mappedOnly, ptr, len) == Memory::Live;
 }
 
 napi_value MappingSize(napi_env env, napi_callback_info info) {
@@ -228,12 +244,8 @@ napi_value CopyInto(napi_env env, napi_callback_info info) {
   size_t len = 0, n = 0;
   double off = 0;
   void* src = nullptr;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t byteOffset = 0;
   if (argc < 3 || !memoryOf(env, argv[0], false, &p, &len) || napi_get_value_double(env, argv[1], &off) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &type, &n, &src, &ab, &byteOffset) != napi_ok || type != napi_uint8_array || off < 0 ||
-      off + static_cast<double>(n) > static_cast<double>(len)) {
+      !uint8ArrayOf(env, argv[2], &src, &n) || off < 0 || off + static_cast<double>(n) > static_cast<double>(len)) {
     napi_throw_type_error(env, nullptr, "copyInto(mapping, offset, uint8Array) within the mapping");
     return nullptr;
   }
@@ -307,25 +319,24 @@ napi_value Populate(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  const char* usage = "populate(mapping, offset, length, callback) within the buffer";
   char* data = nullptr;
   size_t len = 0;
   double off = 0, n = 0;
-  napi_valuetype cbType = napi_undefined, t = napi_undefined;
+  napi_valuetype cbType = napi_undefined;
   if (argc == 4) napi_typeof(env, argv[3], &cbType);
-  if (argc >= 1) napi_typeof(env, argv[0], &t);
-  void* raw = nullptr;
-  const bool shape = argc >= 4 && (t == napi_external || napi_get_arraybuffer_info(env, argv[0], &raw, &len) == napi_ok);
-  if (!shape || napi_get_value_double(env, argv[1], &off) != napi_ok || napi_get_value_double(env, argv[2], &n) != napi_ok ||
+  const Memory mem = argc >= 4 ? memoryState(env, argv[0], true, &data, &len) : Memory::None;
+  if (mem == Memory::None || napi_get_value_double(env, argv[1], &off) != napi_ok || napi_get_value_double(env, argv[2], &n) != napi_ok ||
       cbType != napi_function || off < 0 || n <= 0) {
-    napi_throw_type_error(env, nullptr, "populate(mapping, offset, length, callback) within the buffer");
+    napi_throw_type_error(env, nullptr, usage);
     return nullptr;
   }
-  if (!memoryOf(env, argv[0], true, &data, &len)) {
+  if (mem == Memory::Gone) {
     napi_throw_error(env, nullptr, "populate: not a live mapping");
     return nullptr;
   }
   if (off + n > static_cast<double>(len)) {
-    napi_throw_type_error(env, nullptr, "populate(mapping, offset, length, callback) within the buffer");
+    napi_throw_type_error(env, nullptr, usage);
     return nullptr;
   }
   PopulateWork* w = new PopulateWork{nullptr, nullptr, nullptr, data + static_cast<size_t>(off), static_cast<size_t>(n), 0};
@@ -355,16 +366,7 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
     void* h = nullptr;
     napi_get_value_external(env, argv[0], &h);
     Mapping* m = static_cast<Mapping*>(h);
-    void* p = nullptr;
-    size_t n = 0;
-    {
-      std::lock_guard<std::mutex> g(liveLock);
-      if (!m || !m->mapped) return nullptr;
-      m->mapped = false;
-      p = m->ptr;
-      n = m->len;
-    }
-    unmapRange(p, n, later);
+    if (m && claim(m)) unmapRange(m->ptr, m->len, later);  // the handle's finalizer frees `m`, not this
     return nullptr;
   }
   if (argc < 1 || napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok) {
@@ -581,11 +583,7 @@ napi_value WriteNow(napi_env env, napi_callback_info info) {
   int32_t fd = -1;
   void* data = nullptr;
   size_t n = 0;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t off = 0;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_get_typedarray_info(env, argv[1], &type, &n, &data, &ab, &off) != napi_ok || type != napi_uint8_array) {
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !uint8ArrayOf(env, argv[1], &data, &n)) {
     napi_throw_type_error(env, nullptr, "writeNow(fd, uint8Array)");
     return nullptr;
   }
