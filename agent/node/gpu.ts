@@ -11,7 +11,7 @@ export interface GpuInfo {
   uuid?: string;
 }
 
-export const NVIDIA_SMI_ARGS = ["--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"];
+const NVIDIA_SMI_ARGS = ["--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"];
 
 /** Rows of `index, uuid, name, memory` (or `index, name, memory`, the older query's answer). */
 export function parseNvidiaSmi(text: string): GpuInfo[] {
