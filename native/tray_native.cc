@@ -10,8 +10,9 @@
 //     `pin`, when given, is a hard link to the file that this mapping owns: it is unlinked
 //     when the mapping goes, so the store can tell a file somebody still maps (link count
 //     above 1) from one it may recycle.
-//   mapShared(path, size) -> an opaque handle (External) over the file's pages, shared and
-//       writable: what an agent keeps of a warm store file. Not an ArrayBuffer on purpose: V8
+//   mapShared(path or fd, size) -> an opaque handle (External) over the file's pages, shared
+//       and writable: what an agent keeps of a warm store file, and a writer of its own
+//       (src/runtime/write-mappings.ts). Not an ArrayBuffer on purpose: V8
 //       counts an ArrayBuffer's bytes as external memory, and each 100 MB warm file then started
 //       a garbage collection in the agent (~40 ms of it per transfer, during the transfer).
 //       The handle works wherever an ArrayBuffer mapping does below; mappingSize(h) is its size,
@@ -170,13 +171,23 @@ napi_value MapShared(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   std::string file;
-  double size = 0;
-  if (argc < 2 || !getString(env, argv[0], &file) || napi_get_value_double(env, argv[1], &size) != napi_ok || size <= 0) {
-    napi_throw_type_error(env, nullptr, "mapShared(path, size > 0)");
+  double size = 0, fd = -1;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  const bool byFd = t == napi_number && napi_get_value_double(env, argv[0], &fd) == napi_ok && fd >= 0;
+  if (argc < 2 || (!byFd && !getString(env, argv[0], &file)) || napi_get_value_double(env, argv[1], &size) != napi_ok || size <= 0) {
+    napi_throw_type_error(env, nullptr, "mapShared(path or fd, size > 0)");
     return nullptr;
   }
   const size_t len = static_cast<size_t>(size);
-  void* p = mapFile(env, file, len, true);
+  void* p = nullptr;
+  if (byFd) {
+    // An fd the caller opened and keeps (it checks the file's identity and link count on it).
+    p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+    if (p == MAP_FAILED) return throwErrno(env, "mmap", errno);
+  } else {
+    p = mapFile(env, file, len, true);
+  }
   if (!p) return nullptr;
   Mapping* m = new Mapping{p, len, std::string(), true};
   napi_value h;

@@ -18,8 +18,8 @@ export type SharedMapping = { readonly __sharedMapping: true };
 export interface NativeHelpers {
   /** Map a file lazily. mode 0: private copy-on-write (readers); 1: shared and writable (a transfer's destination). */
   map(file: string, size: number, mode: 0 | 1, pin?: string): ArrayBuffer;
-  /** A file mapped shared and writable, as a handle (see SharedMapping). */
-  mapShared(file: string, size: number): SharedMapping;
+  /** A file (by path, or an open fd the caller keeps) mapped shared and writable, as a handle (see SharedMapping). */
+  mapShared(file: string | number, size: number): SharedMapping;
   /** The size of a live mapping (throws for one that is gone). */
   mappingSize(m: SharedMapping | ArrayBuffer): number;
   /** Copy bytes into a live mapping at offset. */

@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { MAP_MIN_BYTES, native } from "./native.js";
+import { WriteMappings, fits } from "./write-mappings.js";
 
 export const RECYCLE_MIN_BYTES = 1024 * 1024;
 export const FREE_DIR = ".free";
@@ -92,7 +93,7 @@ export function sweepPins(storeDir: string, alive: (pid: number) => boolean): nu
  * Take a parked file that fits `size` bytes by renaming it to `target` (atomic: exactly one
  * process wins). Returns its parked name, or undefined when none fits.
  */
-export function takeParkedFile(storeDir: string, size: number, target: string): string | undefined {
+export function takeParkedFile(storeDir: string, size: number, target: string, preferred?: (name: string) => boolean): string | undefined {
   if (size < RECYCLE_MIN_BYTES) return undefined;
   const free = path.join(storeDir, FREE_DIR);
   let names: string[] = [];
@@ -101,11 +102,12 @@ export function takeParkedFile(storeDir: string, size: number, target: string): 
   } catch {
     return undefined; // nothing parked yet
   }
-  // Smallest file that fits, and not more than twice as big (the rest would be wasted).
+  // Smallest file that fits, and not more than twice as big (the rest would be wasted); one
+  // this process has mapped ahead before any other.
   const fit = names
-    .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))) }))
-    .filter((f) => f.size >= size && f.size <= size * 2)
-    .sort((a, b) => a.size - b.size);
+    .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))), mapped: preferred?.(n) ?? false }))
+    .filter((f) => fits(f.size, size))
+    .sort((a, b) => Number(b.mapped) - Number(a.mapped) || a.size - b.size);
   for (const f of fit) {
     try {
       fs.renameSync(path.join(free, f.n), target);
@@ -117,21 +119,39 @@ export function takeParkedFile(storeDir: string, size: number, target: string): 
   return undefined;
 }
 
-/** Write `data` to `target`, reusing a parked file when one fits; returns the reused name. */
+const writeMappings = new Map<string, WriteMappings>();
+
+/** This process's mappings ahead for writes into one store (none without the native helpers). */
+export function writeMappingsOf(storeDir: string): WriteMappings | undefined {
+  if (!native()) return undefined;
+  let w = writeMappings.get(storeDir);
+  if (!w) writeMappings.set(storeDir, (w = new WriteMappings(path.join(storeDir, FREE_DIR))));
+  return w;
+}
+
+/**
+ * Write `data` to `target`, reusing a parked file when one fits (through this process's
+ * mapping of it when it has one, see write-mappings.ts); returns the reused name.
+ */
 export function writeObjectFile(storeDir: string, target: string, data: Uint8Array): string | undefined {
-  const taken = takeParkedFile(storeDir, data.byteLength, target);
+  const maps = data.byteLength >= RECYCLE_MIN_BYTES ? writeMappingsOf(storeDir) : undefined;
+  const taken = takeParkedFile(storeDir, data.byteLength, target, maps?.isMapped);
   if (!taken) {
     fs.writeFileSync(target, data);
+    maps?.wrote(data.byteLength);
     return undefined;
   }
   const fd = fs.openSync(target, "r+");
   try {
-    let off = 0;
-    while (off < data.byteLength) off += fs.writeSync(fd, data, off, data.byteLength - off, off);
+    if (!maps?.writeThrough(fd, data)) {
+      let off = 0;
+      while (off < data.byteLength) off += fs.writeSync(fd, data, off, data.byteLength - off, off);
+    }
     fs.ftruncateSync(fd, data.byteLength);
   } finally {
     fs.closeSync(fd);
   }
+  maps?.wrote(data.byteLength);
   return taken;
 }
 
