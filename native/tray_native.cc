@@ -17,9 +17,10 @@
 //       a garbage collection in the agent (~40 ms of it per transfer, during the transfer).
 //       The handle works wherever an ArrayBuffer mapping does below; mappingSize(h) is its size,
 //       copyInto(h, offset, bytes) writes into it.
-//   populate(arrayBuffer, offset, length, callback(err))
+//   populate(arrayBuffer, offset, length, callback(err), yieldTo?)
 //       faults in a slice of a shared mapping on libuv's thread pool (the store warms a file
-//       a few MiB at a time, between transfers, so a transfer later pays no page faults)
+//       a few MiB at a time, between transfers, so a transfer later pays no page faults;
+//       with yieldTo, a writer's populate waits while that file, the store's busy mark, exists)
 //   unmap(arrayBuffer, inBackground?) -> detaches it and unmaps now (or on a thread of its own),
 //                                   instead of at garbage collection
 //   sendFile(fd, path, offset, length, stallMs, callback(err, sent))
@@ -36,6 +37,7 @@
 //       larger socket buffers for bulk transfers (fewer wake-ups per 100 MB)
 #include <node_api.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -293,16 +295,32 @@ struct PopulateWork {
   char* ptr;
   size_t len;
   int err;
+  std::string yieldTo;  // while this file exists, wait before each chunk (see populate below)
 };
+
+// A populate that stands aside waits at most this long in all, then goes on regardless.
+constexpr int kYieldMaxMs = 2000;
+constexpr size_t kYieldChunk = 8u << 20;
 
 void populateExecute(napi_env, void* data) {
   PopulateWork* w = static_cast<PopulateWork*>(data);
 #ifdef MADV_POPULATE_WRITE
-  if (madvise(w->ptr, w->len, MADV_POPULATE_WRITE) == 0) return;
-  // EINVAL: a kernel before 5.14. Nothing else is tried there: touching the pages by hand would
-  // write into a parked file a writer may have taken meanwhile (and fault past its new end);
-  // the pages are then faulted in on first use, as without warming.
-  if (errno != EINVAL) w->err = errno;
+  int waitedMs = 0;
+  for (size_t off = 0; off < w->len;) {
+    const size_t n = w->yieldTo.empty() ? w->len : std::min(kYieldChunk, w->len - off);
+    while (!w->yieldTo.empty() && waitedMs < kYieldMaxMs && access(w->yieldTo.c_str(), F_OK) == 0) {
+      usleep(2000);
+      waitedMs += 2;
+    }
+    if (madvise(w->ptr + off, n, MADV_POPULATE_WRITE) != 0) {
+      // EINVAL: a kernel before 5.14. Nothing else is tried there: touching the pages by hand
+      // would write into a parked file a writer may have taken meanwhile (and fault past its
+      // new end); the pages are then faulted in on first use, as without warming.
+      if (errno != EINVAL) w->err = errno;
+      return;
+    }
+    off += n;
+  }
 #else
   (void)w;
 #endif
@@ -323,19 +341,21 @@ void populateComplete(napi_env env, napi_status, void* data) {
   callBack(env, w, args);
 }
 
-// populate(arrayBuffer, offset, length, callback(err)): fault in a slice of a shared mapping
-// (mode 1) on the thread pool. The store warms a file a few MiB at a time this way, so the
-// warming can stand aside whenever a transfer runs (see ObjectStore.prefault).
+// populate(arrayBuffer, offset, length, callback(err), yieldTo?): fault in a slice of a shared
+// mapping (mode 1) on the thread pool. The store warms a file a few MiB at a time this way, so
+// the warming can stand aside whenever a transfer runs (see ObjectStore.prefault). A writer
+// process cannot see the store's transfers: it names the file the store keeps while they run
+// (yieldTo), and the populate waits, 8 MiB at a time, while that file exists.
 napi_value Populate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   const char* usage = "populate(mapping, offset, length, callback) within the buffer";
   char* data = nullptr;
   size_t len = 0;
   double off = 0, n = 0;
   napi_valuetype cbType = napi_undefined;
-  if (argc == 4) napi_typeof(env, argv[3], &cbType);
+  if (argc >= 4) napi_typeof(env, argv[3], &cbType);
   const Memory mem = argc >= 4 ? memoryState(env, argv[0], true, &data, &len) : Memory::None;
   if (mem == Memory::None || napi_get_value_double(env, argv[1], &off) != napi_ok || napi_get_value_double(env, argv[2], &n) != napi_ok ||
       cbType != napi_function || off < 0 || n <= 0) {
@@ -350,7 +370,14 @@ napi_value Populate(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, nullptr, usage);
     return nullptr;
   }
-  PopulateWork* w = new PopulateWork{nullptr, nullptr, nullptr, data + static_cast<size_t>(off), static_cast<size_t>(n), 0};
+  std::string yieldTo;
+  napi_valuetype yt = napi_undefined;
+  if (argc >= 5) napi_typeof(env, argv[4], &yt);
+  if (yt == napi_string && !getString(env, argv[4], &yieldTo)) {
+    napi_throw_type_error(env, nullptr, usage);
+    return nullptr;
+  }
+  PopulateWork* w = new PopulateWork{nullptr, nullptr, nullptr, data + static_cast<size_t>(off), static_cast<size_t>(n), 0, yieldTo};
   napi_create_reference(env, argv[0], 1, &w->mapping);
   queueWork(env, w, argv[3], "tray.populate", populateExecute, populateComplete);
   return nullptr;

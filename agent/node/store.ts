@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { StoredLoc } from "../../src/protocol/values.js";
 import { native, type SharedMapping } from "../../src/runtime/native.js";
-import { FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../../src/runtime/recycle.js";
+import { BUSY_FILE, FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../../src/runtime/recycle.js";
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
 const PREFAULT_MIN_BYTES = 8 * 1024 * 1024;
@@ -218,7 +218,7 @@ export class ObjectStore {
 
   /** A transfer starts; call what this returns when it ends (once; more calls do nothing). */
   transferStarted(): () => void {
-    this.transfers++;
+    if (this.transfers++ === 0) this.markBusy(true);
     let ended = false;
     return () => {
       if (ended) return;
@@ -245,9 +245,28 @@ export class ObjectStore {
       this.quietTimer = undefined;
       if (this.transfers > 0) return; // the next one's end wakes them
       if (Date.now() - this.lastTransferEnd < QUIET_MS) return this.wakeQuiet();
+      this.markBusy(false);
       for (const f of this.quietWaiters.splice(0)) f();
     }, wait);
     this.quietTimer.unref();
+  }
+
+  private busy = false;
+
+  /**
+   * Keep BUSY_FILE while transfers run and QUIET_MS after: what other processes' warming
+   * ahead (write-mappings.ts) waits on, as this store's own does on whenQuiet.
+   */
+  private markBusy(on: boolean): void {
+    if (on === this.busy || this.destroyed) return;
+    this.busy = on;
+    const file = path.join(this.dir, BUSY_FILE);
+    try {
+      if (on) fs.closeSync(fs.openSync(file, "w", 0o600));
+      else fs.unlinkSync(file);
+    } catch {
+      /* the store is going away */
+    }
   }
   prefaultCount = 0;
   private destroyed = false;

@@ -252,7 +252,7 @@ export class Core {
     let p = path.join(this.storeDir, file);
     let rc: string | undefined;
     try {
-      rc = writeObjectFile(this.storeDir, p, tagged.d!);
+      rc = writeObjectFile(this.storeDir, p, tagged.d!, !this.isWorker);
     } catch (e: any) {
       if (e.code !== "ENOSPC") throw e;
       // /dev/shm is full: write to the spill directory; the agent accounts for it there.

@@ -24,8 +24,11 @@ export interface NativeHelpers {
   mappingSize(m: SharedMapping | ArrayBuffer): number;
   /** Copy bytes into a live mapping at offset. */
   copyInto(m: SharedMapping | ArrayBuffer, offset: number, bytes: Uint8Array): void;
-  /** Fault in [offset, offset + length) of a live shared mapping, on the thread pool. */
-  populate(m: SharedMapping | ArrayBuffer, offset: number, length: number, cb: (err: Error | null) => void): void;
+  /**
+   * Fault in [offset, offset + length) of a live shared mapping, on the thread pool; with
+   * `yieldTo`, 8 MiB at a time, waiting (2 s at most in all) while that file exists.
+   */
+  populate(m: SharedMapping | ArrayBuffer, offset: number, length: number, cb: (err: Error | null) => void, yieldTo?: string): void;
   /** Unmap now (detaches an ArrayBuffer); a no-op for one that is not a live mapping. */
   unmap(m: SharedMapping | ArrayBuffer, inBackground?: boolean): void;
   sendFile(fd: number, file: string, offset: number, length: number, stallMs: number, cb: (err: (Error & { code?: string }) | null, sent: number) => void): void;

@@ -14,6 +14,11 @@ import { WriteMappings, fits } from "./write-mappings.js";
 
 export const RECYCLE_MIN_BYTES = 1024 * 1024;
 export const FREE_DIR = ".free";
+/**
+ * A file the store keeps while transfers run on the node (and QUIET_MS after): warming ahead
+ * in other processes (write-mappings.ts) waits while it exists.
+ */
+export const BUSY_FILE = ".busy";
 export const PIN_DIR = ".pins";
 
 /** Store folders known to have (true) or lack (false) a pins folder; spill folders lack one. */
@@ -125,16 +130,17 @@ const writeMappings = new Map<string, WriteMappings>();
 export function writeMappingsOf(storeDir: string): WriteMappings | undefined {
   if (!native()) return undefined;
   let w = writeMappings.get(storeDir);
-  if (!w) writeMappings.set(storeDir, (w = new WriteMappings(path.join(storeDir, FREE_DIR))));
+  if (!w) writeMappings.set(storeDir, (w = new WriteMappings(path.join(storeDir, FREE_DIR), path.join(storeDir, BUSY_FILE))));
   return w;
 }
 
 /**
- * Write `data` to `target`, reusing a parked file when one fits (through this process's
- * mapping of it when it has one, see write-mappings.ts); returns the reused name.
+ * Write `data` to `target`, reusing a parked file when one fits; returns the reused name.
+ * With `mapAhead` (a driver's puts), through this process's mapping of the file when it has
+ * one (see write-mappings.ts).
  */
-export function writeObjectFile(storeDir: string, target: string, data: Uint8Array): string | undefined {
-  const maps = data.byteLength >= RECYCLE_MIN_BYTES ? writeMappingsOf(storeDir) : undefined;
+export function writeObjectFile(storeDir: string, target: string, data: Uint8Array, mapAhead = false): string | undefined {
+  const maps = mapAhead && data.byteLength >= RECYCLE_MIN_BYTES ? writeMappingsOf(storeDir) : undefined;
   const taken = takeParkedFile(storeDir, data.byteLength, target, maps?.isMapped);
   if (!taken) {
     fs.writeFileSync(target, data);
