@@ -33,6 +33,8 @@
 //       one write(2) of a small frame, here and now: Node's stream write costs a few µs of
 //       JavaScript per message (write wraps, callbacks), which a one-at-a-time round trip pays
 //       on both ends
+//   spinReadable(fd, maxUs) -> whether the socket became readable within maxUs µs of polling
+//       (spin, then block: a one-at-a-time caller and callee stay awake for each other)
 //   socketBuffers(fd, sndbuf, rcvbuf)
 //       larger socket buffers for bulk transfers (fewer wake-ups per 100 MB)
 #include <node_api.h>
@@ -40,6 +42,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -47,6 +50,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -642,7 +646,39 @@ void define(napi_env env, napi_value exports, const char* name, napi_callback fn
 
 }  // namespace
 
+// spinReadable(fd, maxUs) -> true once the socket has bytes to read (or is closed), false after
+// maxUs: the bounded poll of src/protocol/quick-peer.ts.
+napi_value SpinReadable(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd = -1, maxUs = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &maxUs) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, nullptr, "spinReadable(fd, maxUs)");
+    return nullptr;
+  }
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  bool ready = false;
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 0) > 0) {
+      ready = true;  // bytes, or the peer hung up: the event loop handles either
+      break;
+    }
+    // Polite: another runnable process on this CPU goes first (the spinner stays runnable,
+    // so the peer's write still needs no wake-up); alone here, this returns at once.
+    sched_yield();
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 >= maxUs) break;
+  }
+  napi_value out;
+  napi_get_boolean(env, ready, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
+  define(env, exports, "spinReadable", SpinReadable);
   define(env, exports, "map", Map);
   define(env, exports, "mapShared", MapShared);
   define(env, exports, "mappingSize", MappingSize);

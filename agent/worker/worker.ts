@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import { FrameReader, FrameWriter } from "../../src/protocol/frame.js";
+import { QuickPeer } from "../../src/protocol/quick-peer.js";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Core } from "../../src/runtime/core.js";
@@ -208,7 +209,7 @@ export async function runWorker(): Promise<void> {
         // (never with force: that comes from the agent, which kills the worker)
         onCancel({ id: m.id, r: m.r });
       }
-    });
+    }, () => !running && queue.length === 0);
   }
 
   const pump = async () => {
@@ -265,7 +266,7 @@ export async function runWorker(): Promise<void> {
             if (c.t !== "actorCall") return;
             actor!.calls.push(c as ActorCallMsg);
             pumpActor();
-          });
+          }, () => actor!.inFlight === 0 && actor!.calls.length === 0);
         });
         actor ??= base(m);
         return;
@@ -414,15 +415,25 @@ type DirectMsg = (Extract<AgentToProc, { t: "actorCall" | "task" | "cancel" }> &
  * The actor's own socket: its creator sends calls here directly, so a call costs one hop each
  * way instead of two through the agent. The agent is told of each call by the caller.
  */
-function listenDirect(sock: string, onCall: (c: DirectMsg) => void): void {
+function listenDirect(sock: string, onCall: (c: DirectMsg) => void, idle: () => boolean): void {
   try { fs.unlinkSync(sock); } catch { /* fresh */ }
   const server = net.createServer((socket) => {
     const writer = new FrameWriter(socket);
+    // A caller that calls again as soon as it has our answer (see quick-peer.ts).
+    const peer = QuickPeer.off ? undefined : new QuickPeer(socket);
+    const answered = () => {
+      if (!idle()) return; // a call still runs: its answer is not sent yet
+      writer.flush();
+      peer!.wait();
+    };
     // Functions this submitter has named on this connection: a task carries its function in
     // full once, then only its number (`fi`), so a tiny task is a few bytes on the wire.
     const fns: FnRef[] = [];
     const reader = new FrameReader(
       (msgs) => {
+        peer?.arrived();
+        // After the answers that this frame's calls queue (their flush is queued first).
+        if (peer) process.nextTick(answered);
         for (const m of msgs as DirectMsg[]) {
           if (!m || typeof m.id !== "string") continue;
           if (m.t === "task" && typeof m.fi === "number") {

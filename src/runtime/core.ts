@@ -5,6 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { FrameReader, FrameWriter, connectFrames } from "../protocol/frame.js";
+import { QuickPeer } from "../protocol/quick-peer.js";
 import { INLINE_MAX_BYTES, type StoredLoc, type Tagged } from "../protocol/values.js";
 import type { AgentToProc, ArgWire, ProcToAgent } from "../protocol/local.js";
 import { decodeValue, encodeValue, encodeError as encodeErrorValue, tryDecodeError } from "./serialize.js";
@@ -34,6 +35,15 @@ interface ObjState {
   /** A primitive result as it came back on a direct path (never encoded here). */
   hasPv?: boolean;
   pv?: unknown;
+}
+
+/** How calls reach an actor this process called: through the agent, or straight to it. */
+interface ActorPath {
+  agentOutstanding: number;
+  inflight: Set<string>;
+  writer?: FrameWriter;
+  socket?: net.Socket;
+  peer?: QuickPeer;
 }
 
 const GC_EVERY_BYTES = Number(process.env.TRAY_GC_EVERY_BYTES) || 64 * 1024 * 1024;
@@ -318,6 +328,19 @@ export class Core {
     if (want.length) this.send({ t: "sub", ids: want });
   }
 
+  /**
+   * A get() of the one call in flight to an actor that answers quickly: send it now and poll
+   * the actor's socket a moment before the event loop sleeps (see quick-peer.ts).
+   */
+  private pollForAnswer(id: string): void {
+    const last = this.lastDirect;
+    if (last?.id !== id) return;
+    const { path } = last;
+    if (!path.peer || !path.writer || path.inflight.size !== 1 || !path.inflight.has(id)) return;
+    path.writer.flush();
+    path.peer.wait();
+  }
+
   private whenReady(id: string): Promise<void> {
     const o = this.objects.get(id)!;
     if (o.s === 1) return Promise.resolve();
@@ -329,6 +352,7 @@ export class Core {
       // One ref, no timeout (the hot path of a synchronous call): no arrays, no Promise.all.
       const o = this.objects.get(refOrRefs.id);
       if (o?.s !== 1) {
+        this.pollForAnswer(refOrRefs.id);
         this.subscribe([refOrRefs.id]);
         this.markBlocked(1);
         try {
@@ -591,6 +615,7 @@ export class Core {
       this.markOwned(id);
       d.inflight.add(id);
       d.writer.send({ t: "actorCall", id, m: method, args: encoded });
+      this.lastDirect = { id, path: d };
     } else {
       d.agentOutstanding++;
       this.agentCalls.set(id, actorId);
@@ -600,7 +625,9 @@ export class Core {
   }
 
   /** How calls reach each actor this process called: through the agent, or directly. */
-  private readonly actorPaths = new Map<string, { agentOutstanding: number; inflight: Set<string>; writer?: FrameWriter; socket?: net.Socket }>();
+  private readonly actorPaths = new Map<string, ActorPath>();
+  /** The latest call sent straight to an actor, and its path: a get() of it alone may poll for the answer. */
+  private lastDirect?: { id: string; path: ActorPath };
   private readonly agentCalls = new Map<string, string>();
 
   /** kill(): later calls must go through the agent, which then knows the actor is dead. */
@@ -617,6 +644,7 @@ export class Core {
     const path = d;
     const reader = new FrameReader(
       (msgs) => {
+        path.peer?.arrived();
         for (const m of msgs as DoneMsg[]) {
           if (m?.t !== "done" || !path.inflight.delete(m.id)) continue;
           this.directResult(m.id, m.v, m.loc, m.err, "p" in m ? m : undefined);
@@ -626,6 +654,7 @@ export class Core {
     );
     const socket = connectFrames(sock, reader);
     path.socket = socket;
+    path.peer = QuickPeer.off ? undefined : new QuickPeer(socket);
     socket.on("connect", () => (path.writer = new FrameWriter(socket)));
     socket.on("error", () => {});
     socket.on("close", () => {

@@ -36,6 +36,8 @@ export interface NativeHelpers {
   socketBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
   /** One write(2) to a socket: bytes written, or -errno (-11: it is full). */
   writeNow(fd: number, bytes: Uint8Array): number;
+  /** Poll a socket until it has bytes to read (true) or `maxUs` µs have passed (false). */
+  spinReadable(fd: number, maxUs: number): boolean;
 }
 
 /** Objects from this size up are mapped rather than copied when read. */
