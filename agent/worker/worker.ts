@@ -209,7 +209,9 @@ export async function runWorker(): Promise<void> {
         // (never with force: that comes from the agent, which kills the worker)
         onCancel({ id: m.id, r: m.r });
       }
-    }, () => !running && queue.length === 0);
+    });
+    // (No polling here, see quick-peer.ts: a leased worker mostly serves pipelined tasks,
+    // several workers to one submitter, and would poll on the cores they and the agent need.)
   }
 
   const pump = async () => {
@@ -412,17 +414,17 @@ type ActorCallMsg = Extract<AgentToProc, { t: "actorCall" }> & { replyTo?: Frame
 type DirectMsg = (Extract<AgentToProc, { t: "actorCall" | "task" | "cancel" }> & { replyTo?: FrameWriter }) & Record<string, any>;
 
 /**
- * The actor's own socket: its creator sends calls here directly, so a call costs one hop each
+ * The actor's own socket (and a leased worker's): its creator sends calls here directly, so a call costs one hop each
  * way instead of two through the agent. The agent is told of each call by the caller.
  */
-function listenDirect(sock: string, onCall: (c: DirectMsg) => void, idle: () => boolean): void {
+function listenDirect(sock: string, onCall: (c: DirectMsg) => void, idle?: () => boolean): void {
   try { fs.unlinkSync(sock); } catch { /* fresh */ }
   const server = net.createServer((socket) => {
     const writer = new FrameWriter(socket);
     // A caller that calls again as soon as it has our answer (see quick-peer.ts).
-    const peer = QuickPeer.off ? undefined : new QuickPeer(socket);
+    const peer = QuickPeer.off || !idle ? undefined : new QuickPeer(socket);
     const answered = () => {
-      if (!idle()) return; // a call still runs: its answer is not sent yet
+      if (!idle!()) return; // a call still runs: its answer is not sent yet
       writer.flush();
       peer!.wait();
     };

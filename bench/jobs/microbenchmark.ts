@@ -56,11 +56,13 @@ const median = (xs: number[]) => {
 };
 
 /**
- * Before each metric: let the previous one's dropped refs be finalized (FinalizationRegistry
+ * Before the 100 MB puts: let the previous metrics' dropped refs be finalized (FinalizationRegistry
  * callbacks run only on turns of the event loop, which a loop of awaits on ready values never
- * gives) and collected. Otherwise the next metric pays for them: after 4 s of put(0), the
+ * gives) and collected. Otherwise the puts pay for them: after 4 s of put(0), the
  * million refs awaiting finalization made V8's collections inside the 100 MB puts take tens
- * of ms (0.38-0.42x of memcpy against 0.86-0.98x settled first).
+ * of ms (0.38-0.42x of memcpy against 0.86-0.98x settled first). Only there: an idle pause
+ * before the tiny-task metrics lets the submitter's worker leases lapse (they are then not
+ * taken again within the 1 s runs: tasks async 70-100k -> 22-26k tasks/s, an issue of its own).
  */
 async function settle(): Promise<void> {
   for (let i = 0; i < 2; i++) {
@@ -89,7 +91,6 @@ export default async function main(args: string[]) {
   /** Warm-up run, then the median of `reps` timed runs. */
   const measure = async (metric: string, unit: string, step: () => Promise<number>) => {
     if (!want(metric)) return;
-    await settle();
     await rate(Math.min(0.3, o.seconds), step);
     const samples: number[] = [];
     for (let r = 0; r < o.reps; r++) samples.push(await rate(o.seconds, step));
