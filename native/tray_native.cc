@@ -644,8 +644,6 @@ void define(napi_env env, napi_value exports, const char* name, napi_callback fn
   napi_set_named_property(env, exports, name, f);
 }
 
-}  // namespace
-
 // spinReadable(fd, maxUs) -> true once the socket has bytes to read (or is closed), false after
 // maxUs: the bounded poll of src/protocol/quick-peer.ts.
 napi_value SpinReadable(napi_env env, napi_callback_info info) {
@@ -677,8 +675,9 @@ napi_value SpinReadable(napi_env env, napi_callback_info info) {
   return out;
 }
 
+}  // namespace
+
 NAPI_MODULE_INIT() {
-  define(env, exports, "spinReadable", SpinReadable);
   define(env, exports, "map", Map);
   define(env, exports, "mapShared", MapShared);
   define(env, exports, "mappingSize", MappingSize);
@@ -689,5 +688,6 @@ NAPI_MODULE_INIT() {
   define(env, exports, "recvInto", RecvInto);
   define(env, exports, "socketBuffers", SocketBuffers);
   define(env, exports, "writeNow", WriteNow);
+  define(env, exports, "spinReadable", SpinReadable);
   return exports;
 }

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { StoredLoc } from "../../src/protocol/values.js";
 import { native, type SharedMapping } from "../../src/runtime/native.js";
+import { fits } from "../../src/runtime/write-mappings.js";
 import { BUSY_FILE, FREE_DIR, PIN_DIR, RECYCLE_MIN_BYTES, isPinned, sweepPins } from "../../src/runtime/recycle.js";
 
 /** Objects from this size up make the store prepare warm memory for the next one. */
@@ -98,7 +99,7 @@ export class ObjectStore {
   private warmFor(size: number): number {
     let n = 0;
     for (const [name, s] of this.parked) {
-      if (s < size || s > size * 2) continue;
+      if (!fits(s, size)) continue;
       if (fs.existsSync(path.join(this.dir, FREE_DIR, name))) n++;
       else {
         // Taken by a writer whose seal has not arrived yet: it is no longer warm memory we hold.

@@ -414,8 +414,10 @@ type ActorCallMsg = Extract<AgentToProc, { t: "actorCall" }> & { replyTo?: Frame
 type DirectMsg = (Extract<AgentToProc, { t: "actorCall" | "task" | "cancel" }> & { replyTo?: FrameWriter }) & Record<string, any>;
 
 /**
- * The actor's own socket (and a leased worker's): its creator sends calls here directly, so a call costs one hop each
- * way instead of two through the agent. The agent is told of each call by the caller.
+ * The actor's own socket (and a leased worker's): its creator sends calls here directly, so a
+ * call costs one hop each way instead of two through the agent. The agent is told of each call
+ * by the caller. With `idle` (actors), an actor that has answered everything polls for its
+ * caller's next call (see quick-peer.ts).
  */
 function listenDirect(sock: string, onCall: (c: DirectMsg) => void, idle?: () => boolean): void {
   try { fs.unlinkSync(sock); } catch { /* fresh */ }

@@ -1,7 +1,7 @@
 // Spin, then block, for one-at-a-time request and response over a socket: an actor call and
 // its reply. (Not a leased worker's tasks: those mostly come pipelined, several workers to one
-// submitter, and polling workers would sit on the cores the submitter and its agent need.) On this kind of machine the costly part
-// of a round trip is not the bytes but the wake-up: the kernel waking a process asleep in
+// submitter, and polling workers would sit on the cores the submitter and its agent need.)
+// On this kind of machine the costly part of a round trip is not the bytes but the wake-up: the kernel waking a process asleep in
 // epoll (a cross-CPU interrupt, which a VM pays dearly) and the scheduler running it. A side
 // that expects its peer back within microseconds polls the socket for a bounded moment before
 // it goes back to its event loop to sleep; the peer's write then finds it awake, and the event

@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { MAP_MIN_BYTES, native } from "./native.js";
-import { WriteMappings, fits } from "./write-mappings.js";
+import { WriteMappings, fits, parkedSize } from "./write-mappings.js";
 
 export const RECYCLE_MIN_BYTES = 1024 * 1024;
 export const FREE_DIR = ".free";
@@ -110,7 +110,7 @@ export function takeParkedFile(storeDir: string, size: number, target: string, p
   // Smallest file that fits, and not more than twice as big (the rest would be wasted); one
   // this process has mapped ahead before any other.
   const fit = names
-    .map((n) => ({ n, size: Number(n.slice(0, n.indexOf("."))), mapped: preferred?.(n) ?? false }))
+    .map((n) => ({ n, size: parkedSize(n), mapped: preferred?.(n) ?? false }))
     .filter((f) => fits(f.size, size))
     .sort((a, b) => Number(b.mapped) - Number(a.mapped) || a.size - b.size);
   for (const f of fit) {

@@ -42,6 +42,9 @@ interface Entry {
 /** Parked files between `size` and twice that fit an object of `size` (as takeParkedFile). */
 export const fits = (fileSize: number, size: number): boolean => fileSize >= size && fileSize <= size * 2;
 
+/** The size a parked file's name ("<size>.<n>") gives (NaN for another name). */
+export const parkedSize = (name: string): number => Number(name.slice(0, name.indexOf(".")));
+
 export class WriteMappings {
   /** Inode -> mapping (an inode stays the same while it is parked, taken and parked again). */
   private readonly byIno = new Map<number, Entry>();
@@ -101,8 +104,8 @@ export class WriteMappings {
     this.sizes.set(size, now);
     this.lastWrite = now;
     if (this.sizes.size > MAX_MAPPINGS) this.sizes.delete(this.sizes.keys().next().value!);
-    // A one-off writer (a task returning one big result) maps nothing: populating page tables
-    // takes a core for ~12 ms per 100 MB, which a transfer of that result may want.
+    // A driver that put one large object maps nothing: populating page tables takes a core for
+    // ~12 ms per 100 MB, paid back only by a next put of about that size.
     if (seen === undefined || now - seen > INTEREST_MS) return;
     this.start();
     // Now, not on a later turn of the event loop: a loop of puts may never yield to it. A scan
@@ -183,9 +186,10 @@ export class WriteMappings {
       return this.stop(); // the store is gone
     }
     const candidates: Array<{ name: string; size: number }> = [];
+    const recent = [...this.sizes.keys()];
     for (const name of names) {
-      const size = Number(name.slice(0, name.indexOf(".")));
-      if (!(size > 0) || ![...this.sizes.keys()].some((s) => fits(size, s))) continue;
+      const size = parkedSize(name);
+      if (!(size > 0) || !recent.some((s) => fits(size, s))) continue;
       candidates.push({ name, size });
     }
     for (const e of this.byIno.values()) e.parkedAs = undefined;

@@ -15,6 +15,7 @@ import { ObjectStore } from "../../agent/node/store.js";
 import { fetchInto, hostKey, parseRange, sameHostSocket, serveObjectFile } from "../../agent/node/transfer.js";
 import { native, socketFd, type SharedMapping } from "../../src/runtime/native.js";
 import { FREE_DIR, PIN_DIR, isPinned, mapStoredFile, sweepPins } from "../../src/runtime/recycle.js";
+import { pattern, until } from "../helpers/bytes.js";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
@@ -27,19 +28,6 @@ const freshStore = (capacity = 1024 * MiB) => {
   const dir = path.join(root, `s${++seq}`);
   return new ObjectStore(dir, path.join(dir, "spill"), capacity);
 };
-/** Bytes that differ at every 4 KiB page and within it, so a misplaced chunk shows. */
-function pattern(n: number, salt = 0): Buffer {
-  const b = Buffer.alloc(n + 3);
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE((i * 2654435761 + salt) >>> 0, i);
-  return b.subarray(0, n);
-}
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 const pins = (dir: string) => fs.readdirSync(path.join(dir, PIN_DIR));
 
 const compilerHere = process.platform === "linux" && spawnSync(process.env.CXX || "g++", ["--version"]).status === 0;

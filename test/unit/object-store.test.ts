@@ -10,6 +10,7 @@ import { after, describe, it } from "node:test";
 import { ObjectStore, sizeClass } from "../../agent/node/store.js";
 import { fetchInto, sendFile } from "../../agent/node/transfer.js";
 import { FREE_DIR, readGrowing, takeParkedFile, writeObjectFile } from "../../src/runtime/recycle.js";
+import { until } from "../helpers/bytes.js";
 
 const MiB = 1024 * 1024;
 const root = fs.mkdtempSync(path.join(fs.existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(), "tray-store-test-"));
@@ -20,13 +21,6 @@ function freshStore(capacity = 1024 * MiB): ObjectStore {
   return new ObjectStore(dir, path.join(dir, "spill"), capacity);
 }
 const parked = (s: ObjectStore) => fs.readdirSync(path.join(s.dir, FREE_DIR)).sort();
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 function stored(s: ObjectStore, id: string, data: Uint8Array) {
   const p = path.join(s.dir, id);
   const rc = writeObjectFile(s.dir, p, data);

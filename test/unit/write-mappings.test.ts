@@ -10,6 +10,7 @@ import { after, describe, it } from "node:test";
 import { native } from "../../src/runtime/native.js";
 import { BUSY_FILE, FREE_DIR, writeMappingsOf, writeObjectFile } from "../../src/runtime/recycle.js";
 import { WriteMappings } from "../../src/runtime/write-mappings.js";
+import { pattern, until } from "../helpers/bytes.js";
 
 const MiB = 1024 * 1024;
 const root = fs.mkdtempSync(path.join(fs.existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(), "tray-writemaps-test-"));
@@ -23,19 +24,6 @@ function storeWith(n: number, size: number): string {
   return dir;
 }
 const parked = (dir: string) => fs.readdirSync(path.join(dir, FREE_DIR)).sort();
-/** Bytes that differ at every 4 KiB page and within it, so a misplaced chunk shows. */
-function pattern(n: number, salt: number): Buffer {
-  const b = Buffer.alloc(n + 3);
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE((i * 2654435761 + salt) >>> 0, i);
-  return b.subarray(0, n);
-}
-async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 const skip = native() ? false : "native helpers not built here";
 
 describe("a writer's mappings ahead of parked files", () => {
@@ -118,7 +106,7 @@ describe("a writer's mappings ahead of parked files", () => {
     writeObjectFile(dir, path.join(dir, "b"), pattern(2 * MiB, 2), true);
     assert.equal(maps.mappedCount, 1);
     for (const name of parked(dir)) fs.unlinkSync(path.join(dir, FREE_DIR, name));
-    await until(() => maps.mappedCount === 0, "the mapping of the unlinked file to go");
+    await until(() => maps.mappedCount === 0, "the mapping of the unlinked file to go", 5_000);
     maps.stop();
   });
 
@@ -130,7 +118,7 @@ describe("a writer's mappings ahead of parked files", () => {
     maps.wrote(2 * MiB);
     assert.equal(maps.mappedCount, 1);
     now += 60_000;
-    await until(() => maps.mappedCount === 0, "the idle writer's mappings to go");
+    await until(() => maps.mappedCount === 0, "the idle writer's mappings to go", 5_000);
   });
 
   it("a writer's warming ahead waits while the store marks a transfer running, then goes on", { skip }, async () => {
@@ -146,7 +134,7 @@ describe("a writer's mappings ahead of parked files", () => {
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(done, false, "no chunk is populated while the mark is there");
     fs.unlinkSync(busy);
-    await until(() => done, "the populate to finish once the mark is gone");
+    await until(() => done, "the populate to finish once the mark is gone", 5_000);
     native()!.unmap(m);
   });
 });
