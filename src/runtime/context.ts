@@ -1,6 +1,7 @@
 // The process-wide runtime core (set by the worker/driver entry). Kept behind an accessor so
 // importing "tray" outside a tray process gives a sentence, not a crash deep inside.
 import type { Core } from "./core.js";
+import { TrayError } from "./errors.js";
 
 let current: Core | undefined;
 
@@ -15,6 +16,31 @@ export function getCore(): Core {
     );
   }
   return current;
+}
+
+/** A worker is importing a job bundle (see beginBundleLoad): its top-level code is running. */
+let workerImport = false;
+
+/** @internal set by beginBundleLoad/endBundleLoad */
+export function setBundleImport(on: boolean): void {
+  workerImport = on;
+}
+
+/**
+ * The core for a runtime call a job makes (`what` names it for the message). Workers import
+ * the job's module to find its functions, so work at its top level runs again in every worker;
+ * a top-level get() there would block the worker, the agent would start another for the
+ * tasks waiting, and that one would import the module too: a worker for every task, without
+ * end. So in a worker such calls fail while the module loads, with the way out.
+ */
+export function apiCore(what: string): Core {
+  const core = getCore();
+  if (workerImport && core.isWorker) {
+    throw new TrayError(
+      `${what} ran at the top level of the job's module, which every worker imports to find its functions: move that work into the default export (export default async function main(args) { ... })`,
+    );
+  }
+  return core;
 }
 
 export function hasCore(): boolean {

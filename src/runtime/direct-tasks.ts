@@ -147,8 +147,12 @@ export class DirectTasks {
     }
     // Measured per function, not per resource shape: a slow function called after a burst of
     // tiny ones must not wait here behind them; it goes to the agent, which spreads it.
-    if (c.leases.length && ms !== undefined && ms < 2) {
-      // Tiny tasks: our leased workers will be free again within moments; keep them here.
+    if ((c.leases.length || c.asking) && ms !== undefined && ms < 2) {
+      // Tiny tasks: our leased workers will be free again within moments; keep them here. So
+      // too while the first lease is being asked for (after a pause let the last one go): sent
+      // to the agent, the rest of a burst would fill its queue, and a node with a queue
+      // grants no lease, so every burst after a pause would go the slow way. If the lease is
+      // refused, the backlog goes to the agent then (askLease).
       c.backlog.push([id, spec]);
       this.host.markDirect(id);
       this.askLease(c);

@@ -1,5 +1,5 @@
 // The `tray` package as jobs see it: import { remote, get, put, wait } from "tray".
-import { getCore } from "./context.js";
+import { apiCore, getCore } from "./context.js";
 import { ActorHandle as Handle, type ObjectRef, type ActorHandle, type ActorHandleOf } from "./refs.js";
 import type { RuntimeContext } from "./core.js";
 
@@ -33,12 +33,12 @@ export function get<T extends readonly ObjectRef<any>[]>(
 ): Promise<{ [K in keyof T]: T[K] extends ObjectRef<infer V> ? V : never }>;
 export function get<T>(refs: ObjectRef<T>[], opts?: { timeoutMs?: number }): Promise<T[]>;
 export function get(refs: any, opts?: { timeoutMs?: number }): Promise<any> {
-  return getCore().get(refs, opts);
+  return apiCore("get()").get(refs, opts);
 }
 
 /** Store a value in the cluster; returns its ref synchronously. */
 export function put<T>(value: T): ObjectRef<T> {
-  return getCore().put(value);
+  return apiCore("put()").put(value);
 }
 
 /** Resolves with [ready, notReady] once `numReturns` refs are ready or the timeout passes. */
@@ -46,7 +46,7 @@ export function wait<T>(
   refs: ObjectRef<T>[],
   opts?: { numReturns?: number; timeoutMs?: number },
 ): Promise<[ObjectRef<T>[], ObjectRef<T>[]]> {
-  return getCore().wait(refs, opts) as Promise<[ObjectRef<T>[], ObjectRef<T>[]]>;
+  return apiCore("wait()").wait(refs, opts) as Promise<[ObjectRef<T>[], ObjectRef<T>[]]>;
 }
 
 /** Cancel a pending or running task. `force` kills the worker running it. */

@@ -1,7 +1,7 @@
 // Placement groups in a job: reserve bundles of resources across the cluster, then place
 // tasks and actors into them with schedulingStrategy { placementGroup: pg, bundleIndex }.
 import crypto from "node:crypto";
-import { getCore } from "./context.js";
+import { apiCore, getCore } from "./context.js";
 
 export type PlacementStrategy = "PACK" | "SPREAD" | "STRICT_PACK" | "STRICT_SPREAD";
 const STRATEGIES: readonly string[] = ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"];
@@ -44,7 +44,7 @@ export function placementGroup(bundles: Array<Record<string, number>>, opts: { s
   if (opts.name !== undefined && (typeof opts.name !== "string" || !opts.name)) throw new TypeError("placementGroup name must be a non-empty string");
   const id = `pg${crypto.randomBytes(6).toString("hex")}`;
   const specs = bundles.map((b) => ({ ...b }));
-  const core = getCore();
+  const core = apiCore("placementGroup()");
   // Sent now; ready() asks afterwards on the same connection, so it always finds the group.
   const created = core.request({ t: "pg", op: "create", id, bundles: specs, strategy, ...(opts.name ? { name: opts.name } : {}) });
   created.catch(() => {});

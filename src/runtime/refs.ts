@@ -1,5 +1,5 @@
 // ObjectRef, ActorHandle and ObjectRefGenerator: the handles user code holds.
-import { getCore, hasCore } from "./context.js";
+import { apiCore, getCore, hasCore } from "./context.js";
 import type { RemoteOptions } from "./options.js";
 
 /** A reference to a value that exists, or will exist, somewhere in the cluster. */
@@ -88,7 +88,7 @@ export class ActorHandle<C = unknown> {
 
 function methodStub(h: ActorHandle<any>, method: string): ActorMethod<any[], any> {
   return {
-    remote: (...args: unknown[]) => getCore().callActor(h._actorId, method, args),
+    remote: (...args: unknown[]) => apiCore(`.remote() of actor method ${method}`).callActor(h._actorId, method, args),
     options: () => methodStub(h, method),
   };
 }

@@ -1,7 +1,7 @@
 // remote(): functions become tasks, classes become actors. Each call at module top level is
 // numbered in load order; every process that imports the same job bundle numbers them the
 // same way, so (bundle hash, index) names a function on every node without shipping code.
-import { getCore } from "./context.js";
+import { apiCore, setBundleImport } from "./context.js";
 import { ObjectRef, ObjectRefGenerator, type ActorHandleOf } from "./refs.js";
 import { validateOptions, type RemoteOptions } from "./options.js";
 
@@ -48,11 +48,13 @@ export function beginBundleLoad(hash: string): void {
   loading = hash;
   loadingIndex = 0;
   byBundle.set(hash, []);
+  setBundleImport(true);
 }
 
 /** @internal */
 export function endBundleLoad(): void {
   loading = undefined;
+  setBundleImport(false);
 }
 
 /** @internal */
@@ -143,7 +145,7 @@ export function remote(f: any, options?: RemoteOptions): any {
 function makeFunction(fn: FnRef, opts: RemoteOptions): RemoteFunction<any, any> {
   return {
     _fn: fn,
-    remote: (...args: unknown[]) => getCore().submitTask(fn, args, opts, false) as ObjectRef<any>,
+    remote: (...args: unknown[]) => apiCore(`.remote() of ${fn.n}`).submitTask(fn, args, opts, false) as ObjectRef<any>,
     options: (o: RemoteOptions) => makeFunction(fn, { ...opts, ...validateOptions(o, "task") }),
   };
 }
@@ -152,7 +154,7 @@ function makeGenerator(fn: FnRef, opts: RemoteOptions): RemoteGenerator<any, any
   return {
     _fn: fn,
     remote: (...args: unknown[]) => {
-      const done = getCore().submitTask(fn, args, opts, true) as ObjectRef<number>;
+      const done = apiCore(`.remote() of ${fn.n}`).submitTask(fn, args, opts, true) as ObjectRef<number>;
       return new ObjectRefGenerator(done.id, done);
     },
     options: (o: RemoteOptions) => makeGenerator(fn, { ...opts, ...validateOptions(o, "task") }),
@@ -162,7 +164,7 @@ function makeGenerator(fn: FnRef, opts: RemoteOptions): RemoteGenerator<any, any
 function makeActorClass(fn: FnRef, opts: RemoteOptions): ActorClass<any> {
   return {
     _fn: fn,
-    remote: (...args: unknown[]) => getCore().createActor(fn, args, opts) as any,
+    remote: (...args: unknown[]) => apiCore(`.remote() of ${fn.n}`).createActor(fn, args, opts) as any,
     options: (o: RemoteOptions) => makeActorClass(fn, { ...opts, ...validateOptions(o, "actor") }),
   };
 }

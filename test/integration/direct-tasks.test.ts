@@ -108,6 +108,33 @@ test("a burst of tiny tasks waits in the submitter and drains over leased worker
   assert.deepEqual(okJson(r), { ok: true, cancelled: true });
 });
 
+test("a burst of tiny tasks after a pause (the last lease went back) waits in the submitter for a new lease, not in the agent", async () => {
+  // Sent to the agent while the first lease was being asked for, the burst filled the agent's
+  // queue, and a node with a queue grants no lease: every burst after a pause ran through the
+  // agent at a third of the speed.
+  const r = await c.submit(`
+    import { remote, get, nodes } from "tray";
+    const noop = remote((x: number) => x);
+    const stats = async () => (await nodes())[0].taskStats;
+    export default async function main() {
+      for (let i = 0; i < 50; i++) await get(noop.remote(i)); // measured: tiny
+      const viaAgent: number[] = [];
+      let ok = true;
+      for (let round = 0; round < 3; round++) {
+        await new Promise((r) => setTimeout(r, 100)); // the lease goes back after 10 ms idle
+        const before = (await stats()).submitted;
+        const values = await get(Array.from({ length: 2000 }, (_, i) => noop.remote(i)));
+        ok &&= values.every((v: number, i: number) => v === i);
+        viaAgent.push((await stats()).submitted - before);
+      }
+      console.log(JSON.stringify({ ok, viaAgent }));
+    }`);
+  const out = okJson(r);
+  assert.equal(out.ok, true);
+  // The first task of each burst may go through the agent (it asks for the lease); not the rest.
+  for (const n of out.viaAgent) assert.ok(n <= 2, JSON.stringify(out));
+});
+
 test("tasks that wait on their own subtasks, mixed with tiny ones of the same shape, never deadlock a leased worker", async () => {
   const r = await c.submit(`
     import { remote, get } from "tray";

@@ -261,6 +261,43 @@ test("a job file with a syntax error: one sentence naming file:line, no stack", 
   assert.match(noMain.stderr, /no default export/);
 });
 
+/** Worker processes the head agent has now (its children running `agent.js worker`). */
+function headWorkers(): number {
+  const kids = fs.readFileSync(`/proc/${c.headPid()}/task/${c.headPid()}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+  return kids.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes("worker");
+    } catch {
+      return false; // exited meanwhile
+    }
+  }).length;
+}
+
+test("tasks started at a job module's top level fail with the way out, and start no worker per task", async () => {
+  // Workers import the module to find its functions. A top-level get() used to block each
+  // importing worker, so the agent started another for the waiting tasks, which imported the
+  // module in turn: hundreds of workers a minute and a job that never ended.
+  const before = headWorkers();
+  const r = await c.cli([
+    "submit",
+    jobFile(`
+      import { remote, get } from "tray";
+      const noop = remote((x: number) => x);
+      const values = await get(Array.from({ length: 200 }, (_, i) => noop.remote(i)));
+      export default async function main() { console.log(values.length); }`),
+  ]);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /\.remote\(\) of anonymous function at job-\w+\.ts:3 ran at the top level of the job's module/);
+  assert.match(r.stderr, /move that work into the default export \(export default async function main\(args\)/);
+  assert.ok(headWorkers() <= before + 4, `workers: ${before} before, ${headWorkers()} after`);
+  // The same calls inside main() are fine, and so is defining functions at the top level.
+  const ok = await c.submit(`
+    import { remote, get, put } from "tray";
+    const noop = remote((x: number) => x);
+    export default async function main() { console.log(JSON.stringify({ n: (await get(Array.from({ length: 200 }, (_, i) => noop.remote(i)))).length, p: await get(put(5)) })); }`);
+  assert.deepEqual(okJson(ok), { n: 200, p: 5 });
+});
+
 test("job records and logs survive kill -9 of the head; a job running at that moment is marked FAILED", async () => {
   const done = await c.cli(["submit", jobFile(`export default async function main() { console.log("remember me"); }`)]);
   assert.equal(done.code, 0);
