@@ -19,10 +19,18 @@ const TWO_H100_UUID =
 const REAL_H200 = "0, NVIDIA H200, 143771\n";
 // A second H200 the same day, asked the current query (index,uuid,name,memory.total).
 const REAL_H200_UUID = "0, GPU-4a4c67cd-d55d-fc97-4a77-a4c3ad954ead, NVIDIA H200, 143771\n";
+// An H100 (Firecracker VM, driver 580.159.04), a later session: a name with spaces and digits.
+const REAL_H100_UUID = "0, GPU-48e6a1b7-316c-dbe2-c112-089f6ee31111, NVIDIA H100 80GB HBM3, 81559\n";
 
 describe("parseNvidiaSmi", () => {
   it("reads the output captured on a real H200", () => {
     assert.deepEqual(parseNvidiaSmi(REAL_H200), [{ index: 0, name: "NVIDIA H200", memoryMiB: 143771 }]);
+  });
+
+  it("reads the current query's answer captured on a real H100", () => {
+    assert.deepEqual(parseNvidiaSmi(REAL_H100_UUID), [{ index: 0, name: "NVIDIA H100 80GB HBM3", memoryMiB: 81559, uuid: "GPU-48e6a1b7-316c-dbe2-c112-089f6ee31111" }]);
+    assert.deepEqual(visibleGpus(parseNvidiaSmi(REAL_H100_UUID), "GPU-48e6a1b7").map((g) => g.index), [0]);
+    assert.deepEqual(visibleGpus(parseNvidiaSmi(REAL_H100_UUID), "MIG-48e6a1b7"), []);
   });
 
   it("reads the current query's answer captured on a real H200", () => {
