@@ -1151,7 +1151,7 @@ export class NodeAgent {
   }
 
   /** Complete a task: its result (or error) becomes its object; holds on args are dropped. */
-  finish(t: Task, r: { v?: Tagged; loc?: StoredLoc; err?: WireError }): void {
+  finish(t: Task, r: { v?: Tagged; loc?: StoredLoc; err?: WireError; ms?: number }): void {
     if (t.state === "done") return;
     t.state = "done";
     this.tasks.delete(t.id);
@@ -1185,6 +1185,10 @@ export class NodeAgent {
     }
     if (loc && loc.node === this.opts.nodeId) this.store.add(t.id, loc);
     else if (loc) this.net?.recordRemoteCopy(t.id, loc);
+    if (r.ms !== undefined && !t.actor) {
+      const pending = this.objects.get(t.id);
+      if (pending) pending.ms = r.ms;
+    }
     const e = this.objects.resolve(t.id, v, loc);
     if (e && remoteResult && !t.actor && !t.cancelled) e.lineage = t;
     else if (remoteResult && !t.actor) this.holdArgs(t.args, -1);
@@ -1991,8 +1995,10 @@ function nonCpuPart(r: Resources): Resources {
   return rest;
 }
 
-function readyItem(id: string, e: ObjEntry): { id: string; v?: Tagged; loc?: StoredLoc } {
-  return e.loc ? { id, loc: e.loc } : { id, v: e.v };
+function readyItem(id: string, e: ObjEntry): { id: string; v?: Tagged; loc?: StoredLoc; ms?: number } {
+  const it: { id: string; v?: Tagged; loc?: StoredLoc; ms?: number } = e.loc ? { id, loc: e.loc } : { id, v: e.v };
+  if (e.ms !== undefined) it.ms = e.ms;
+  return it;
 }
 
 function lostEntry(id: string, node: string, why?: string): ObjEntry {

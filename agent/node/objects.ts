@@ -19,6 +19,12 @@ export interface ObjEntry {
   lineage?: unknown;
   /** Callbacks waiting for readiness (task dependencies). */
   waiters?: Array<(e: ObjEntry) => void>;
+  /**
+   * How long (ms) the task that made it ran on its worker, told to its owner with the value:
+   * a submitter learns which functions are tiny from the tasks that went through the agent
+   * too, not only from those on its leased workers (see DirectTasks.learn).
+   */
+  ms?: number;
 }
 
 export class ObjectDirectory {

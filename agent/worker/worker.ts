@@ -364,9 +364,16 @@ function taskResult(core: Core, m: TaskMsg, result: unknown): DoneOut {
 
 /** The general path: a bundle to load, arguments from the store, generators. */
 async function runTaskAsync(core: Core, m: TaskMsg, start: number): Promise<void> {
+  // (start is reset below when the function's bundle had to be imported first)
   let out: DoneOut;
   try {
-    const fn = loadedFn(m.fn) ?? (await resolveFn(core, m.fn));
+    let fn = loadedFn(m.fn);
+    if (!fn) {
+      fn = await resolveFn(core, m.fn);
+      // The bundle's import (once per worker) is not the function's run time, which tells
+      // submitters and the agent how deep to pipeline its tasks.
+      start = performance.now();
+    }
     const args = inlineArgs(m.args) ?? (await decodeArgs(core, m.args));
     core.current = { taskId: m.id, gpuIds: m.gpus ?? [] };
     try {

@@ -60,9 +60,8 @@ const median = (xs: number[]) => {
  * callbacks run only on turns of the event loop, which a loop of awaits on ready values never
  * gives) and collected. Otherwise the puts pay for them: after 4 s of put(0), the
  * million refs awaiting finalization made V8's collections inside the 100 MB puts take tens
- * of ms (0.38-0.42x of memcpy against 0.86-0.98x settled first). Only there: an idle pause
- * before the tiny-task metrics lets the submitter's worker leases lapse (they are then not
- * taken again within the 1 s runs: tasks async 70-100k -> 22-26k tasks/s, an issue of its own).
+ * of ms (0.38-0.42x of memcpy against 0.86-0.98x settled first). Only there: the other
+ * metrics run back to back as a program's bursts would.
  */
 async function settle(): Promise<void> {
   for (let i = 0; i < 2; i++) {

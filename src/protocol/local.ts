@@ -100,7 +100,7 @@ export interface LeaseGrant {
 }
 
 export type AgentToProc =
-  | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc }> }
+  | { t: "ready"; items: Array<{ id: string; v?: Tagged; loc?: StoredLoc; ms?: number }> }
   | { t: "rep"; rid: number; value?: unknown; err?: WireError }
   | { t: "gc" }
   | { t: "task"; id: string; fn: FnRef; args: ResolvedArg[]; g: 0 | 1; gpus?: number[]; env?: Record<string, string>; job: string; ns?: string }

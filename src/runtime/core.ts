@@ -505,7 +505,7 @@ export class Core {
       this.send({ t: "submit", id, ...spec, g: generator ? 1 : 0 });
       // Asked after the submit, so the agent counts this task first: a burst of tasks is never
       // left with a CPU fewer because a lease took it.
-      if (direct) this.directTasks.wantLease(shape.key, spec);
+      if (direct) this.directTasks.wantLease(shape.key, id, spec);
     }
     return this.newRef(id);
   }
@@ -747,6 +747,7 @@ export class Core {
         return;
       case "ready": {
         for (const it of m.items) {
+          if (it.ms !== undefined) this.directTasks.learn(it.id, it.ms);
           const viaAgent = this.agentCalls.get(it.id);
           if (viaAgent !== undefined) {
             this.agentCalls.delete(it.id);

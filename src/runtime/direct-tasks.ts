@@ -96,14 +96,19 @@ const LEASE_IDLE_MS = 10;
 /** Tasks shorter than this (ms) keep to one leased worker per submitter (see askLease). */
 const ONE_WORKER_MS = 0.01;
 
+/** Most tasks remembered at once to learn durations from (results never asked for stay). */
+const LEARN_MAX = 256;
+
 /** Most leases one submitter holds per shape (the node's free workers bound it first). */
 const MAX_LEASES = 64;
 
 export class DirectTasks {
   private readonly classes = new Map<string, LeaseClass>();
   private readonly cancelled = new Set<string>();
-  /** Recent duration (EWMA, ms) of each function's tasks on leased workers. */
+  /** Recent duration (EWMA, ms) of each function's tasks on leased workers (and first via the agent). */
   private readonly fnMs = new WeakMap<FnRef, number>();
+  /** Tasks sent through the agent while their function's duration was unknown (see learn). */
+  private readonly learning = new Map<string, FnRef>();
 
   constructor(private readonly host: DirectHost) {}
 
@@ -161,9 +166,24 @@ export class DirectTasks {
     return false;
   }
 
-  /** After a task went through the agent: a lease for the tasks that follow. */
-  wantLease(key: string, spec: DirectSpec): void {
+  /**
+   * After a task went through the agent: a lease for the tasks that follow. While its function
+   * is not known to be tiny, the task is remembered so its run time (which the agent sends with
+   * the result) teaches it: a first burst of tiny tasks goes through the agent, the next ones
+   * wait here for leased workers.
+   */
+  wantLease(key: string, id: string, spec: DirectSpec): void {
+    if (!((this.fnMs.get(spec.fn) ?? Infinity) < 2) && this.learning.size < LEARN_MAX) this.learning.set(id, spec.fn);
     this.askLease(this.classOf(key, spec));
+  }
+
+  /** A task that went through the agent ran for `ms` on its worker (see wantLease). */
+  learn(id: string, ms: number): void {
+    const fn = this.learning.get(id);
+    if (!fn) return;
+    this.learning.delete(id);
+    const old = this.fnMs.get(fn);
+    this.fnMs.set(fn, old === undefined ? ms : old * 0.8 + ms * 0.2);
   }
 
   private roomiest(c: LeaseClass, ms: number | undefined): DirectLease | undefined {

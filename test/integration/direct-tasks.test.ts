@@ -135,6 +135,31 @@ test("a burst of tiny tasks after a pause (the last lease went back) waits in th
   for (const n of out.viaAgent) assert.ok(n <= 2, JSON.stringify(out));
 });
 
+test("a function's first burst goes through the agent and teaches the submitter its tasks are tiny: the next burst waits in it", async () => {
+  // Durations used to be learned on leased workers only, so a function first called in bursts
+  // (no lease free while the agent's queue was full) never took the direct path.
+  const r = await c.submit(`
+    import { remote, get, nodes } from "tray";
+    const fresh = remote((x: number) => x + 1);
+    const stats = async () => (await nodes())[0].taskStats;
+    export default async function main() {
+      const viaAgent: number[] = [];
+      let ok = true;
+      for (let round = 0; round < 3; round++) {
+        const before = (await stats()).submitted;
+        const values = await get(Array.from({ length: 2000 }, (_, i) => fresh.remote(i)));
+        ok &&= values.every((v: number, i: number) => v === i + 1);
+        viaAgent.push((await stats()).submitted - before);
+        await new Promise((r) => setTimeout(r, 50)); // and the lease goes back in between
+      }
+      console.log(JSON.stringify({ ok, viaAgent }));
+    }`);
+  const out = okJson(r);
+  assert.equal(out.ok, true);
+  assert.ok(out.viaAgent[0] > 1000, `the first burst: duration unknown, through the agent ${JSON.stringify(out)}`);
+  assert.ok(out.viaAgent[1] <= 2 && out.viaAgent[2] <= 2, JSON.stringify(out));
+});
+
 test("tasks that wait on their own subtasks, mixed with tiny ones of the same shape, never deadlock a leased worker", async () => {
   const r = await c.submit(`
     import { remote, get } from "tray";
