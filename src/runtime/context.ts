@@ -27,17 +27,18 @@ export function setBundleImport(on: boolean): void {
 }
 
 /**
- * The core for a runtime call a job makes (`what` names it for the message). Workers import
+ * The core for a runtime call a job makes (`what` + `name` name it for the message, in two
+ * parts so that the hot path builds no string). Workers import
  * the job's module to find its functions, so work at its top level runs again in every worker;
  * a top-level get() there would block the worker, the agent would start another for the
  * tasks waiting, and that one would import the module too: a worker for every task, without
  * end. So in a worker such calls fail while the module loads, with the way out.
  */
-export function apiCore(what: string): Core {
+export function apiCore(what: string, name = ""): Core {
   const core = getCore();
   if (workerImport && core.isWorker) {
     throw new TrayError(
-      `${what} ran at the top level of the job's module, which every worker imports to find its functions: move that work into the default export (export default async function main(args) { ... })`,
+      `${what}${name} ran at the top level of the job's module, which every worker imports to find its functions: move that work into the default export (export default async function main(args) { ... })`,
     );
   }
   return core;

@@ -96,7 +96,7 @@ const LEASE_IDLE_MS = 10;
 /** Tasks shorter than this (ms) keep to one leased worker per submitter (see askLease). */
 const ONE_WORKER_MS = 0.01;
 
-/** Most tasks remembered at once to learn durations from (results never asked for stay). */
+/** Most tasks remembered at once to learn durations from (see wantLease). */
 const LEARN_MAX = 256;
 
 /** Most leases one submitter holds per shape (the node's free workers bound it first). */
@@ -173,7 +173,11 @@ export class DirectTasks {
    * wait here for leased workers.
    */
   wantLease(key: string, id: string, spec: DirectSpec): void {
-    if (!((this.fnMs.get(spec.fn) ?? Infinity) < 2) && this.learning.size < LEARN_MAX) this.learning.set(id, spec.fn);
+    if (!((this.fnMs.get(spec.fn) ?? Infinity) < 2)) {
+      // Results nobody asked for (refs dropped) never come: start afresh rather than fill up.
+      if (this.learning.size >= LEARN_MAX) this.learning.clear();
+      this.learning.set(id, spec.fn);
+    }
     this.askLease(this.classOf(key, spec));
   }
 

@@ -88,7 +88,7 @@ export class ActorHandle<C = unknown> {
 
 function methodStub(h: ActorHandle<any>, method: string): ActorMethod<any[], any> {
   return {
-    remote: (...args: unknown[]) => apiCore(`.remote() of actor method ${method}`).callActor(h._actorId, method, args),
+    remote: (...args: unknown[]) => apiCore(".remote() of actor method ", method).callActor(h._actorId, method, args),
     options: () => methodStub(h, method),
   };
 }

@@ -145,7 +145,7 @@ export function remote(f: any, options?: RemoteOptions): any {
 function makeFunction(fn: FnRef, opts: RemoteOptions): RemoteFunction<any, any> {
   return {
     _fn: fn,
-    remote: (...args: unknown[]) => apiCore(`.remote() of ${fn.n}`).submitTask(fn, args, opts, false) as ObjectRef<any>,
+    remote: (...args: unknown[]) => apiCore(".remote() of ", fn.n).submitTask(fn, args, opts, false) as ObjectRef<any>,
     options: (o: RemoteOptions) => makeFunction(fn, { ...opts, ...validateOptions(o, "task") }),
   };
 }
@@ -154,7 +154,7 @@ function makeGenerator(fn: FnRef, opts: RemoteOptions): RemoteGenerator<any, any
   return {
     _fn: fn,
     remote: (...args: unknown[]) => {
-      const done = apiCore(`.remote() of ${fn.n}`).submitTask(fn, args, opts, true) as ObjectRef<number>;
+      const done = apiCore(".remote() of ", fn.n).submitTask(fn, args, opts, true) as ObjectRef<number>;
       return new ObjectRefGenerator(done.id, done);
     },
     options: (o: RemoteOptions) => makeGenerator(fn, { ...opts, ...validateOptions(o, "task") }),
@@ -164,7 +164,7 @@ function makeGenerator(fn: FnRef, opts: RemoteOptions): RemoteGenerator<any, any
 function makeActorClass(fn: FnRef, opts: RemoteOptions): ActorClass<any> {
   return {
     _fn: fn,
-    remote: (...args: unknown[]) => apiCore(`.remote() of ${fn.n}`).createActor(fn, args, opts) as any,
+    remote: (...args: unknown[]) => apiCore(".remote() of ", fn.n).createActor(fn, args, opts) as any,
     options: (o: RemoteOptions) => makeActorClass(fn, { ...opts, ...validateOptions(o, "actor") }),
   };
 }
