@@ -150,8 +150,11 @@ test("cancelling tasks already handed to a busy worker (pipelined behind a long 
       if (x === 0) { fs.writeFileSync(dir + "/blocking", ""); await until(dir + "/go", 10_000); }
       else { const t = Date.now(); while (Date.now() - t < 1) {} }
       return x;
-    });
+    }, { schedulingStrategy: "DEFAULT" });
     export default async function main() {
+      // (a strategy named, even DEFAULT, keeps tasks on the agent's path, which this test is
+      // about; submitters know f is short after its first burst and would otherwise keep the
+      // tasks themselves: cancel-leased.test.ts covers cancelling those)
       const dir = fs.mkdtempSync("/tmp/tray-cancel-");
       // Tiny tasks: the scheduler learns they are short and hands workers several at a time,
       // so some of the tasks below wait inside the worker that runs f(0).
