@@ -42,29 +42,24 @@ ts "smi captured"; cat /tmp/query2.csv
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 ts "real GPU count $GPUS"
 
-ts "up head-only"
-timeout 60 $TRAY up "$D/head.yaml" -y; echo "up rc=$?"
-timeout 30 $TRAY status --cluster gpucheck --json > "$OUT/status1.json"; echo "status rc=$?"
-ts "submit head-only"
-timeout 150 $TRAY submit --cluster gpucheck "$D/gpucheck.ts" -- "$GPUS" head > "$OUT/job1.log" 2>&1; echo "submit1 rc=$?"
-cat "$OUT/job1.log" | grep -E '^(PASS|FAIL|SUMMARY)|rror' | cut -c1-400
-timeout 60 $TRAY down "$D/head.yaml" -y; echo "down rc=$?"
+# One round: up <yaml> (with the given CUDA_VISIBLE_DEVICES, if any), status, submit the check
+# job in <mode> (head|workers), down. Usage: round <n> <yaml> <cluster> <mode> [CUDA_VISIBLE_DEVICES]
+round() {
+  local n=$1 yaml=$2 cluster=$3 mode=$4
+  ts "round $n: $mode ${5+CUDA_VISIBLE_DEVICES=$5}"
+  if [ $# -ge 5 ]; then CUDA_VISIBLE_DEVICES=$5 timeout 60 $TRAY up "$yaml" -y; else timeout 60 $TRAY up "$yaml" -y; fi
+  echo "up$n rc=$?"
+  timeout 30 $TRAY status --cluster "$cluster" --json > "$OUT/status$n.json"; echo "status$n rc=$?"
+  timeout 150 $TRAY submit --cluster "$cluster" "$D/gpucheck.ts" -- "$GPUS" "$mode" > "$OUT/job$n.log" 2>&1; echo "submit$n rc=$?"
+  grep -E '^(PASS|FAIL|SUMMARY)|rror' "$OUT/job$n.log" | cut -c1-400
+  timeout 60 $TRAY down "$yaml" -y; echo "down$n rc=$?"
+}
 
-ts "up head+worker"
-timeout 60 $TRAY up "$D/workers.yaml" -y; echo "up2 rc=$?"
-timeout 30 $TRAY status --cluster gpucheck2 --json > "$OUT/status2.json"; echo "status2 rc=$?"
-ts "submit workers"
-timeout 90 $TRAY submit --cluster gpucheck2 "$D/gpucheck.ts" -- "$GPUS" workers > "$OUT/job2.log" 2>&1; echo "submit2 rc=$?"
-cat "$OUT/job2.log" | grep -E '^(PASS|FAIL|SUMMARY)|rror' | cut -c1-400
-timeout 60 $TRAY down "$D/workers.yaml" -y; echo "down2 rc=$?"
+round 1 "$D/head.yaml" gpucheck head
+round 2 "$D/workers.yaml" gpucheck2 workers
 UUID=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1 | tr -d ' ')
-ts "up head-only, CUDA_VISIBLE_DEVICES=${UUID:0:12} (a UUID prefix)"
-CUDA_VISIBLE_DEVICES=${UUID:0:12} timeout 60 $TRAY up "$D/head.yaml" -y; echo "up3 rc=$?"
-timeout 30 $TRAY status --cluster gpucheck --json > "$OUT/status3.json"; echo "status3 rc=$?"
-timeout 150 $TRAY submit --cluster gpucheck "$D/gpucheck.ts" -- "$GPUS" head > "$OUT/job3.log" 2>&1; echo "submit3 rc=$?"
-cat "$OUT/job3.log" | grep -E '^(PASS|FAIL|SUMMARY)|rror' | cut -c1-400
-timeout 60 $TRAY down "$D/head.yaml" -y; echo "down3 rc=$?"
-ts "up head-only, CUDA_VISIBLE_DEVICES=MIG-${UUID:4:8} (no such slice)"
+round 3 "$D/head.yaml" gpucheck head "${UUID:0:12}" # a UUID prefix
+ts "up head-only, CUDA_VISIBLE_DEVICES=MIG-${UUID:4:8} (no such slice): no GPU offered"
 CUDA_VISIBLE_DEVICES=MIG-${UUID:4:8} timeout 60 $TRAY up "$D/head.yaml" -y; echo "up4 rc=$?"
 timeout 30 $TRAY status --cluster gpucheck --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const n=JSON.parse(s).nodes[0];console.log("MIG case: GPU resource", n.resources.GPU ?? 0, "gpus", JSON.stringify(n.gpus ?? []))})'
 timeout 60 $TRAY down "$D/head.yaml" -y; echo "down4 rc=$?"
