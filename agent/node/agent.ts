@@ -1185,11 +1185,8 @@ export class NodeAgent {
     }
     if (loc && loc.node === this.opts.nodeId) this.store.add(t.id, loc);
     else if (loc) this.net?.recordRemoteCopy(t.id, loc);
-    if (r.ms !== undefined && !t.actor) {
-      const pending = this.objects.get(t.id);
-      if (pending) pending.ms = r.ms;
-    }
-    const e = this.objects.resolve(t.id, v, loc);
+    // (a task's run time goes to its submitter, which learns from it: see DirectTasks.learn)
+    const e = this.objects.resolve(t.id, v, loc, t.actor ? undefined : r.ms);
     if (e && remoteResult && !t.actor && !t.cancelled) e.lineage = t;
     else if (remoteResult && !t.actor) this.holdArgs(t.args, -1);
     if (loc) this.maybeHintGc();

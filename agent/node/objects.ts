@@ -47,13 +47,17 @@ export class ObjectDirectory {
     return e;
   }
 
-  /** Mark ready and tell everyone waiting. Nested refs of the value are held by it. */
-  resolve(id: string, v: Tagged | undefined, loc: StoredLoc | undefined): ObjEntry | undefined {
+  /**
+   * Mark ready and tell everyone waiting (`ms`: the run time of the task that made it, told
+   * with it). Nested refs of the value are held by it.
+   */
+  resolve(id: string, v: Tagged | undefined, loc: StoredLoc | undefined, ms?: number): ObjEntry | undefined {
     const e = this.entries.get(id);
     if (!e || e.s === 1) return e;
     e.s = 1;
     if (v) e.v = v;
     if (loc) e.loc = loc;
+    if (ms !== undefined) e.ms = ms;
     const nested = v?.r ?? loc?.r;
     if (nested) for (const n of nested) this.incr(n);
     if (e.subs) {

@@ -1,8 +1,9 @@
 // Spin, then block, for one-at-a-time request and response over a socket: an actor call and
 // its reply. (Not a leased worker's tasks: those mostly come pipelined, several workers to one
 // submitter, and polling workers would sit on the cores the submitter and its agent need.)
-// On this kind of machine the costly part of a round trip is not the bytes but the wake-up: the kernel waking a process asleep in
-// epoll (a cross-CPU interrupt, which a VM pays dearly) and the scheduler running it. A side
+// On this kind of machine the costly part of a round trip is not the bytes but the wake-up:
+// the kernel waking a process asleep in epoll (a cross-CPU interrupt, which a VM pays dearly)
+// and the scheduler running it. A side
 // that expects its peer back within microseconds polls the socket for a bounded moment before
 // it goes back to its event loop to sleep; the peer's write then finds it awake, and the event
 // loop finds the bytes waiting. A frame echo between two processes here: 17k round trips/s,
@@ -50,7 +51,7 @@ export class QuickPeer {
    */
   wait(): void {
     this.waitingSince = performance.now();
-    if (!this.quick || QuickPeer.off) return;
+    if (!this.polling) return;
     const fd = socketFd(this.socket);
     if (fd !== undefined) native()!.spinReadable(fd, BUDGET_US);
   }

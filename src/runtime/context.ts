@@ -18,12 +18,17 @@ export function getCore(): Core {
   return current;
 }
 
-/** A worker is importing a job bundle (see beginBundleLoad): its top-level code is running. */
-let workerImport = false;
+/** The job bundle this process is importing (see beginBundleLoad): its top-level code is running. */
+let importing: string | undefined;
 
 /** @internal set by beginBundleLoad/endBundleLoad */
-export function setBundleImport(on: boolean): void {
-  workerImport = on;
+export function setBundleImport(hash: string | undefined): void {
+  importing = hash;
+}
+
+/** @internal the bundle being imported, if any (remote() numbers its functions) */
+export function bundleImport(): string | undefined {
+  return importing;
 }
 
 /**
@@ -36,7 +41,7 @@ export function setBundleImport(on: boolean): void {
  */
 export function apiCore(what: string, name = ""): Core {
   const core = getCore();
-  if (workerImport && core.isWorker) {
+  if (importing !== undefined && core.isWorker) {
     throw new TrayError(
       `${what}${name} ran at the top level of the job's module, which every worker imports to find its functions: move that work into the default export (export default async function main(args) { ... })`,
     );

@@ -186,6 +186,11 @@ export class DirectTasks {
     const fn = this.learning.get(id);
     if (!fn) return;
     this.learning.delete(id);
+    this.noteMs(fn, ms);
+  }
+
+  /** One more measured run of `fn` (from a leased worker, or through the agent). */
+  private noteMs(fn: FnRef, ms: number): void {
     const old = this.fnMs.get(fn);
     this.fnMs.set(fn, old === undefined ? ms : old * 0.8 + ms * 0.2);
   }
@@ -292,10 +297,7 @@ export class DirectTasks {
         for (const m of msgs as DoneMsg[]) {
           if (m?.t === "done") {
             const spec = typeof m.ms === "number" ? lease.inflight.get(m.id) : undefined;
-            if (spec) {
-              const old = this.fnMs.get(spec.fn);
-              this.fnMs.set(spec.fn, old === undefined ? m.ms! : old * 0.8 + m.ms! * 0.2);
-            }
+            if (spec) this.noteMs(spec.fn, m.ms!);
             this.done(lease, m);
           } else if (m?.t === "returned") for (const id of m.ids ?? []) this.handBack(lease, id, false);
         }

@@ -1,7 +1,7 @@
 // remote(): functions become tasks, classes become actors. Each call at module top level is
 // numbered in load order; every process that imports the same job bundle numbers them the
 // same way, so (bundle hash, index) names a function on every node without shipping code.
-import { apiCore, setBundleImport } from "./context.js";
+import { apiCore, bundleImport, setBundleImport } from "./context.js";
 import { ObjectRef, ObjectRefGenerator, type ActorHandleOf } from "./refs.js";
 import { validateOptions, type RemoteOptions } from "./options.js";
 
@@ -40,21 +40,18 @@ export interface ActorClass<C extends new (...a: any[]) => any> {
 
 /** Registry of this process: bundle hash -> functions/classes in remote() order. */
 const byBundle = new Map<string, Function[]>();
-let loading: string | undefined;
 let loadingIndex = 0;
 
 /** @internal the worker/driver calls this around importing a bundle. */
 export function beginBundleLoad(hash: string): void {
-  loading = hash;
   loadingIndex = 0;
   byBundle.set(hash, []);
-  setBundleImport(true);
+  setBundleImport(hash);
 }
 
 /** @internal */
 export function endBundleLoad(): void {
-  loading = undefined;
-  setBundleImport(false);
+  setBundleImport(undefined);
 }
 
 /** @internal */
@@ -120,6 +117,7 @@ function register(f: Function): FnRef {
     const site = callSite();
     n = site ? `anonymous function at ${site}` : "anonymous";
   }
+  const loading = bundleImport();
   if (loading !== undefined) {
     const i = loadingIndex++;
     byBundle.get(loading)!.push(f);
